@@ -1,0 +1,76 @@
+"""Shared fixtures: small real configs on the digits dataset and the CLI as a subprocess."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A search that runs in seconds: digits (8x8), 1 epoch, a narrow space, a small deployment shape.
+SMALL_CONFIG: dict[str, Any] = {
+    "name": "small",
+    "seed": 0,
+    "space": {
+        "scaling": {"mode": "independent", "width": [0.25, 0.5], "depth": 0.5,
+                    "resolution": [32, 48]},
+        "base_resolution": 32,
+        "min_feature_size": 2,
+        "choices": {"kernel": [3, 5], "expansion": [3, 6], "act": ["relu6", "hswish"]},
+    },
+    "data": {"dataset": "digits", "train_size": 600, "val_size": 300},
+    "training": {"epochs": 1, "batch_size": 64, "threads": 1},
+    "deployment": {"num_classes": 10},
+    "latency": {"warmup": 1, "repeats": 3},
+    "search": {"n_trials": 3, "sampler": "random"},
+}
+
+
+def deep_update(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_update(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+@pytest.fixture
+def write_config(tmp_path: Path):
+    """write_config(changes=None, name="config.yaml") -> path of a small config with changes."""
+
+    def write(changes: dict[str, Any] | None = None, name: str = "config.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(deep_update(SMALL_CONFIG, changes or {})))
+        return path
+
+    return write
+
+
+def run_cli(*args: str | Path, cwd: Path | None = None, timeout: float = 600
+            ) -> subprocess.CompletedProcess[str]:
+    """Run `nas ARGS` in a real subprocess and capture its output."""
+    env = {**os.environ, "COLUMNS": "200", "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, "-m", "nas.cli", *map(str, args)], cwd=cwd or REPO, env=env,
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A completed 3-trial search on digits, shared by the tests that read runs."""
+    root = tmp_path_factory.mktemp("finished")
+    config = root / "small.yaml"
+    config.write_text(yaml.safe_dump(SMALL_CONFIG))
+    proc = run_cli("search", config, "--runs-dir", root / "runs")
+    assert proc.returncode == 0, proc.stderr
+    return root / "runs" / "small"
