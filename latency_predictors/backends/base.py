@@ -1,0 +1,89 @@
+"""The measurement-backend interface and the result every backend returns."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from latency_predictors.device import Device
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyResult:
+    """One model's latency on one device, in milliseconds.
+
+    A failed measurement carries `error` and NaN figures instead of raising, so a sweep over
+    many models goes on (timm's ``benchmark.py`` does the same).
+    """
+
+    device: Device
+    mean_ms: float
+    std_ms: float
+    p50_ms: float
+    p90_ms: float
+    min_ms: float
+    n_runs: int
+    warmup: int
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["device"] = self.device.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> LatencyResult:
+        return cls(**{**raw, "device": Device.from_dict(raw["device"])})
+
+    @classmethod
+    def failed(cls, device: Device, error: str, warmup: int) -> LatencyResult:
+        nan = float("nan")
+        return cls(device, nan, nan, nan, nan, nan, 0, warmup, error)
+
+
+def time_calls(fn: Callable[[], Any], *, warmup: int, repeats: int) -> np.ndarray:
+    """Wall-clock milliseconds of `repeats` calls of `fn`, after `warmup` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = np.empty(repeats, dtype=np.float64)
+    for i in range(repeats):
+        start = time.perf_counter_ns()
+        fn()
+        times[i] = (time.perf_counter_ns() - start) / 1e6
+    return times
+
+
+def summarize(times_ms: np.ndarray, device: Device, warmup: int) -> LatencyResult:
+    """Median, 90th percentile, mean, std and minimum of raw timings."""
+    return LatencyResult(
+        device=device,
+        mean_ms=float(times_ms.mean()),
+        std_ms=float(times_ms.std(ddof=1)) if len(times_ms) > 1 else 0.0,
+        p50_ms=float(np.percentile(times_ms, 50)),
+        p90_ms=float(np.percentile(times_ms, 90)),
+        min_ms=float(times_ms.min()),
+        n_runs=len(times_ms),
+        warmup=warmup,
+    )
+
+
+class LatencyBackend(Protocol):
+    """Times an ONNX model on one device."""
+
+    @property
+    def device(self) -> Device:
+        """Identity of what this backend measures on."""
+        ...
+
+    def measure(self, onnx_path: Path, input_shape: tuple[int, ...]) -> LatencyResult:
+        """Latency of the model in `onnx_path` on an input of `input_shape`."""
+        ...

@@ -1,0 +1,68 @@
+"""A persistent latency cache: (device identity, model key) -> measurement, in SQLite.
+
+SQLite makes concurrent readers and writers on one machine safe, so parallel workers can share
+one cache file.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from latency_predictors.backends.base import LatencyResult
+from latency_predictors.device import Device
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS latency (
+    device_key TEXT NOT NULL,
+    model_key  TEXT NOT NULL,
+    result     TEXT NOT NULL,
+    created_s  REAL NOT NULL,
+    PRIMARY KEY (device_key, model_key)
+)
+"""
+
+
+class LatencyCache:
+    """Successful measurements only; a failure is measured again next time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute(_SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection that commits on success and is always closed."""
+        db = sqlite3.connect(self.path, timeout=30)
+        try:
+            with db:
+                yield db
+        finally:
+            db.close()
+
+    def get(self, device: Device, model_key: str) -> LatencyResult | None:
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT result FROM latency WHERE device_key = ? AND model_key = ?",
+                (device.key(), model_key),
+            ).fetchone()
+        return None if row is None else LatencyResult.from_dict(json.loads(row[0]))
+
+    def put(self, model_key: str, result: LatencyResult) -> None:
+        if not result.ok:
+            return
+        with self._connect() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO latency VALUES (?, ?, ?, ?)",
+                (result.device.key(), model_key, json.dumps(result.to_dict()), time.time()),
+            )
+
+    def __len__(self) -> int:
+        with self._connect() as db:
+            return int(db.execute("SELECT COUNT(*) FROM latency").fetchone()[0])

@@ -1,0 +1,169 @@
+"""The ``nas`` command: a thin map from subcommands onto `nas.api`.
+
+User errors (any `NASError`) print one line on stderr and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from enum import StrEnum
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from nas.errors import NASError
+
+app = typer.Typer(
+    name="nas",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Hardware-aware neural architecture search: accuracy on a proxy dataset, latency on "
+    "the target runtime, the Pareto front, and deployable exports.",
+)
+out = Console()
+err = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+EXIT_USER_ERROR = 2
+
+
+def user_errors(fn: F) -> F:
+    """Turn a `NASError` into one line on stderr and exit code 2."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except NASError as e:
+            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_USER_ERROR) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class TableFormat(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def _print_front(front: Any, fmt: TableFormat) -> None:
+    from nas.report import TRIAL_COLUMNS, front_records
+
+    if fmt is TableFormat.csv:
+        sys.stdout.write(front[TRIAL_COLUMNS].to_csv(index=False))
+        return
+    if fmt is TableFormat.json:
+        sys.stdout.write(json.dumps(front_records(front), indent=2) + "\n")
+        return
+    table = Table(title=f"Pareto front ({len(front)} candidates)", show_lines=False)
+    for col, justify in (
+        ("trial", "right"),
+        ("accuracy", "right"),
+        ("p50 ms", "right"),
+        ("p90 ms", "right"),
+        ("params M", "right"),
+        ("GFLOPs", "right"),
+    ):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for r in front.itertuples():
+        table.add_row(
+            str(r.number),
+            f"{r.accuracy:.4f}",
+            f"{r.latency_p50_ms:.3f}",
+            f"{r.latency_p90_ms:.3f}",
+            f"{r.params / 1e6:.2f}",
+            f"{r.flops / 1e9:.3f}",
+        )
+    out.print(table)
+    # Candidate strings on lines of their own, never folded, so they copy and paste whole.
+    for r in front.itertuples():
+        out.print(f"trial {r.number}: {r.candidate}", soft_wrap=True, highlight=False)
+
+
+@app.command()
+@user_errors
+def search(
+    config: Annotated[Path, typer.Argument(help="Run config (YAML), e.g. configs/quickstart.yaml")],
+    name: Annotated[str | None, typer.Option(help="Run name; default: the config's name")] = None,
+    trials: Annotated[
+        int | None, typer.Option(help="Finished trials to reach (overrides search.n_trials)")
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Seconds after which no new trial starts")
+    ] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where runs are written")] = Path("runs"),
+) -> None:
+    """Run a search, or resume it: the same command continues where it stopped."""
+    from nas import api
+    from nas.progress import RichReporter
+
+    result = api.search(
+        config,
+        name=name,
+        n_trials=trials,
+        timeout=timeout,
+        runs_dir=runs_dir,
+        reporter=RichReporter(err),
+    )
+    _print_front(result.front, TableFormat.table)
+    stop = " (stopped by --timeout)" if result.stopped_by_timeout else ""
+    out.print(
+        f"{result.finished}/{result.target} trials finished{stop}; outputs in "
+        f"{result.run.root}/ (trials.csv, pareto.csv, pareto.html)",
+        highlight=False,
+    )
+
+
+@app.command()
+@user_errors
+def pareto(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory, e.g. runs/quickstart")],
+    format: Annotated[TableFormat, typer.Option("--format", "-f")] = TableFormat.table,
+) -> None:
+    """Print a run's Pareto front and regenerate pareto.csv and pareto.html."""
+    from nas import api
+
+    front, _ = api.pareto(run_dir)
+    _print_front(front, format)
+
+
+@app.command()
+@user_errors
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory, e.g. runs/quickstart")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Export folder to create")],
+    trial: Annotated[int | None, typer.Option(help="Trial number (see `nas pareto`)")] = None,
+    candidate: Annotated[
+        str | None, typer.Option(help="Candidate string instead of --trial")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Replace a non-empty --out folder")] = False,
+) -> None:
+    """Export a trial's trained candidate to ONNX with a model card."""
+    from nas import api
+
+    path = api.export(run_dir, out=out_dir, trial=trial, candidate=candidate, force=force)
+    card = json.loads((path / "model_card.json").read_text())
+    for name, info in card["files"].items():
+        p = info["parity"]
+        out.print(
+            f"{path / name}: input {info['input_shape']}, ONNX Runtime vs torch max abs "
+            f"diff {p['max_abs_diff']:.2e} (relative {p['max_rel_diff']:.2e})",
+            highlight=False,
+        )
+    out.print(f"model card: {path / 'model_card.json'}", highlight=False)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""Run configuration: typed models loaded from ``configs/*.yaml``.
+
+Every model forbids unknown keys, so a typo fails at load time with the field path and the keys
+that are allowed there. Nothing is read from environment variables.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from nas.errors import ConfigError
+from search_spaces.efficientnet.config import EfficientNetSpaceConfig
+
+RUN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Strict):
+    """Proxy dataset. Validation images are held out of the training pool and never trained on."""
+
+    dataset: Literal["fashion_mnist", "digits", "npz", "image_folder"] = "fashion_mnist"
+    path: Path | None = Field(
+        None,
+        description="fashion_mnist: folder of IDX .gz files (default: Debian's "
+        "/usr/share/datasets/fashion-mnist); npz: the .npz file; image_folder: the root folder",
+    )
+    image_size: int | None = Field(
+        None, ge=4, le=512, description="image_folder only: images are resized to this side"
+    )
+    channels: Literal[1, 3] | None = Field(
+        None, description="image_folder only: 1 (grayscale) or 3 (RGB, default)"
+    )
+    train_size: int = Field(5000, ge=1, description="training images drawn from the pool")
+    val_size: int = Field(2000, ge=1, description="held-out validation images")
+
+
+class TrainingConfig(_Strict):
+    """Proxy training recipe, the same for every candidate of a run."""
+
+    epochs: int = Field(2, ge=1, le=1000)
+    batch_size: int = Field(128, ge=1, le=65536)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.1, gt=0, le=10)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-5, ge=0, le=1)
+    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
+    warmup_fraction: float = Field(
+        0.25, ge=0, lt=1, description="share of steps spent warming up (onecycle, cosine)"
+    )
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    bn_recalibration_batches: int = Field(
+        8, ge=0, description="batches used to re-estimate BatchNorm statistics after training"
+    )
+    threads: int | None = Field(None, ge=1, description="torch threads; default: all cores")
+
+
+class DeploymentConfig(_Strict):
+    """The shape the model is deployed at; latency is measured here. The input side is the
+    candidate's resolution."""
+
+    batch_size: int = Field(1, ge=1, le=4096)
+    channels: int = Field(3, ge=1, le=64)
+    num_classes: int = Field(1000, ge=1)
+
+
+class LatencyConfig(_Strict):
+    """Target device and how latency is measured on it."""
+
+    device: str = Field("cpu-ort-fp32", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    backend: Literal["onnxruntime"] = "onnxruntime"
+    precision: Literal["fp32"] = "fp32"
+    threads: int = Field(1, ge=1, le=256)
+    warmup: int = Field(10, ge=0)
+    repeats: int = Field(50, ge=3)
+
+
+class Constraints(_Strict):
+    """Hard limits; a candidate that breaks one is recorded as infeasible."""
+
+    max_latency_ms: float | None = Field(None, gt=0)
+    max_params: int | None = Field(None, gt=0)
+
+    def active(self) -> bool:
+        return self.max_latency_ms is not None or self.max_params is not None
+
+
+class SearchConfig(_Strict):
+    sampler: Literal["nsga2", "tpe", "random"] = "nsga2"
+    n_trials: int = Field(12, ge=1)
+    timeout: float | None = Field(None, gt=0, description="seconds; no new trial after this")
+    population_size: int = Field(8, ge=2, description="nsga2: generation size")
+    n_startup_trials: int = Field(6, ge=0, description="tpe: random trials before modelling")
+    constraints: Constraints = Field(default_factory=Constraints)
+    seed_candidates: tuple[str, ...] = Field(
+        (), description="candidate strings evaluated first, e.g. a known baseline"
+    )
+
+
+class RunConfig(_Strict):
+    name: str = Field("run", pattern=RUN_NAME_PATTERN)
+    seed: int = Field(0, ge=0)
+    space: EfficientNetSpaceConfig = Field(default_factory=EfficientNetSpaceConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
+    latency: LatencyConfig = Field(default_factory=LatencyConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+
+    @model_validator(mode="after")
+    def _seeds_in_space(self) -> RunConfig:
+        from search_spaces import get_space
+
+        space = get_space(self.space.name, self.space)
+        for i, text in enumerate(self.search.seed_candidates):
+            try:
+                space.to_params(space.decode(text))
+            except ValueError as e:
+                raise ValueError(f"search.seed_candidates[{i}]: {e}") from None
+        return self
+
+    def with_overrides(
+        self,
+        *,
+        name: str | None = None,
+        n_trials: int | None = None,
+        timeout: float | None = None,
+    ) -> RunConfig:
+        """A copy with command-line overrides applied and validated like file values."""
+        raw = self.model_dump(mode="json")
+        if name is not None:
+            raw["name"] = name
+        if n_trials is not None:
+            raw["search"]["n_trials"] = n_trials
+        if timeout is not None:
+            raw["search"]["timeout"] = timeout
+        return parse_config(raw, source="command line")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _walk(loc: tuple[Any, ...]) -> tuple[list[str], Any]:
+    """Readable path of a pydantic error location, and the model found at its end.
+
+    Discriminated unions put the tag into the location (``scaling.compound.phi``); the tag is
+    dropped so the path reads like the YAML the user wrote.
+    """
+    path: list[str] = []
+    node: Any = RunConfig
+    for part in loc:
+        if isinstance(node, tuple):  # a union of models: this part is the tag
+            node = next((m for m in node if m.model_fields["mode"].default == part), None)
+            continue
+        path.append(str(part))
+        fields = getattr(node, "model_fields", None)
+        if not isinstance(part, str) or fields is None or part not in fields:
+            node = None
+            continue
+        annotation = fields[part].annotation
+        members = tuple(a for a in get_args(annotation) if _is_model(a))
+        node = members if len(members) > 1 else annotation if _is_model(annotation) else None
+    return path, node
+
+
+def _is_model(x: Any) -> bool:
+    return isinstance(x, type) and issubclass(x, BaseModel)
+
+
+def _describe(error: Any) -> str:
+    loc = tuple(error["loc"])
+    msg = error["msg"].removeprefix("Value error, ")
+    if not loc:
+        return msg
+    path, _ = _walk(loc)
+    where = ".".join(path)
+    if error["type"] == "extra_forbidden":
+        _, parent = _walk(loc[:-1])
+        allowed = list(parent.model_fields) if _is_model(parent) else []
+        hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+        return f"{where}: unknown key{hint}"
+    if error["type"] == "missing":
+        return f"{where}: required"
+    return f"{where} = {error['input']!r}: {msg}"
+
+
+def parse_config(raw: Any, *, source: str) -> RunConfig:
+    """Validate a mapping into a `RunConfig`, or raise `ConfigError` naming every bad field."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: a config is a mapping of sections, got {type(raw).__name__}")
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as e:
+        problems = "; ".join(_describe(err) for err in e.errors())
+        raise ConfigError(f"{source}: invalid config: {problems}") from None
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a YAML run config."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found; the examples are in configs/")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{where} not valid YAML: {getattr(e, 'problem', e)}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read: {e}") from None
+    return parse_config(raw, source=str(path))

@@ -1,0 +1,195 @@
+"""The one evaluation function: candidate -> (accuracy, latency, size).
+
+Every search backend (the in-process Optuna loop now, Ray Tune later) calls `Evaluator` and
+nothing else, so a candidate scores the same wherever it runs.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from latency_predictors.backends import LatencyBackend, LatencyResult
+from latency_predictors.cache import LatencyCache
+from nas.config import DeploymentConfig, TrainingConfig
+from nas.data import ProxySplits
+from nas.errors import LatencyError
+from nas.metrics import count_flops, count_params
+from nas.onnx_io import export_onnx
+from nas.run import write_atomic
+from nas.training import train_proxy
+from search_spaces.base import SearchSpace
+
+# (phase description, done, total): how far the current trial is.
+Progress = Callable[[str, int, int], None]
+
+
+def _quiet(_: str, __: int, ___: int) -> None:
+    return None
+
+
+@dataclass
+class Outcome:
+    """What one evaluation measured."""
+
+    candidate: str
+    accuracy: float
+    latency: LatencyResult
+    params: int
+    flops: int
+    proxy_input_size: int
+    epoch_accuracy: list[float] = field(default_factory=list)
+    train_seconds: float = 0.0
+    latency_cached: bool = False
+
+    @property
+    def values(self) -> tuple[float, float]:
+        """Objectives in study order: accuracy (maximise), median latency in ms (minimise)."""
+        return self.accuracy, self.latency.p50_ms
+
+    def attrs(self) -> dict[str, Any]:
+        """Flat JSON-safe record stored with the trial."""
+        lat = self.latency
+        return {
+            "candidate": self.candidate,
+            "accuracy": self.accuracy,
+            "latency_p50_ms": lat.p50_ms,
+            "latency_p90_ms": lat.p90_ms,
+            "latency_mean_ms": lat.mean_ms,
+            "latency_std_ms": lat.std_ms,
+            "latency_n_runs": lat.n_runs,
+            "latency_cached": self.latency_cached,
+            "device": lat.device.to_dict(),
+            "params": self.params,
+            "flops": self.flops,
+            "proxy_input_size": self.proxy_input_size,
+            "epoch_accuracy": self.epoch_accuracy,
+            "train_seconds": self.train_seconds,
+        }
+
+
+class Evaluator:
+    """Scores candidates of one space on one proxy dataset and one device.
+
+    Args:
+        space: The search space that builds candidates.
+        data: Proxy training and validation splits.
+        training: Proxy-training recipe.
+        deployment: Shape at which latency is measured.
+        backend: Latency measurement backend.
+        cache: Persistent latency cache, or None to always measure.
+        seed: Seed for weight initialisation and data order; the same for every candidate.
+    """
+
+    def __init__(
+        self,
+        *,
+        space: SearchSpace,
+        data: ProxySplits,
+        training: TrainingConfig,
+        deployment: DeploymentConfig,
+        backend: LatencyBackend,
+        cache: LatencyCache | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.space = space
+        self.data = data
+        self.training = training
+        self.deployment = deployment
+        self.backend = backend
+        self.cache = cache
+        self.seed = seed
+        self._resized: dict[int, ProxySplits] = {}
+
+    def deployment_shape(self, candidate: Any) -> tuple[int, int, int, int]:
+        d = self.deployment
+        side = self.space.resolution(candidate)
+        return d.batch_size, d.channels, side, side
+
+    def proxy_data(self, candidate: Any) -> ProxySplits:
+        size = self.space.proxy_input_size(candidate, self.data.image_size)
+        if size not in self._resized:
+            self._resized[size] = self.data.resized(size)
+        return self._resized[size]
+
+    def build_proxy(self, candidate: Any) -> torch.nn.Module:
+        """The proxy-shape network with this evaluator's seeded initialisation."""
+        torch.manual_seed(self.seed)
+        size = self.space.proxy_input_size(candidate, self.data.image_size)
+        return self.space.build(
+            candidate, self.data.num_classes, self.data.channels, input_size=size
+        )
+
+    def measure_latency(self, candidate: Any) -> tuple[LatencyResult, bool]:
+        """Latency at the deployment shape, from the cache when it holds this candidate."""
+        shape = self.deployment_shape(candidate)
+        key = f"{self.space.name}:{self.space.encode(candidate)}@{'x'.join(map(str, shape))}"
+        if self.cache is not None:
+            hit = self.cache.get(self.backend.device, key)
+            if hit is not None:
+                return hit, True
+        model = self.space.build(candidate, self.deployment.num_classes, self.deployment.channels)
+        with tempfile.TemporaryDirectory(prefix="nas-latency-") as tmp:
+            path = export_onnx(model, shape, Path(tmp) / "model.onnx")
+            result = self.backend.measure(path, shape)
+        if not result.ok:
+            raise LatencyError(
+                f"latency measurement failed on {result.device.name}: {result.error}"
+            )
+        if self.cache is not None:
+            self.cache.put(key, result)
+        return result, False
+
+    def __call__(
+        self, candidate: Any, *, weights_path: Path | None = None, progress: Progress = _quiet
+    ) -> Outcome:
+        """Measure, train and score `candidate`; save trained weights to `weights_path`."""
+        shape = self.deployment_shape(candidate)
+        progress("measuring size", 0, 1)
+        deploy = self.space.build(candidate, self.deployment.num_classes, self.deployment.channels)
+        params, flops = count_params(deploy), count_flops(deploy, shape)
+        del deploy
+        progress(f"measuring latency on {self.backend.device.name}", 0, 1)
+        latency, cached = self.measure_latency(candidate)
+
+        data = self.proxy_data(candidate)
+        model = self.build_proxy(candidate)
+        epochs = self.training.epochs
+
+        def on_step(epoch: int, step: int, steps: int) -> None:
+            progress(f"training {data.image_size}px, epoch {epoch}/{epochs}", step, steps)
+
+        def on_epoch(epoch: int, total: int, acc: float, loss: float) -> None:
+            progress(f"epoch {epoch}/{total}: val acc {acc:.3f}, loss {loss:.3f}", 1, 1)
+
+        start = time.perf_counter()
+        result = train_proxy(
+            model, data, self.training, seed=self.seed, on_epoch=on_epoch, on_step=on_step
+        )
+        if weights_path is not None:
+            save_weights(model, weights_path)
+        return Outcome(
+            candidate=self.space.encode(candidate),
+            accuracy=result.accuracy,
+            latency=latency,
+            params=params,
+            flops=flops,
+            proxy_input_size=data.image_size,
+            epoch_accuracy=result.epoch_accuracy,
+            train_seconds=time.perf_counter() - start,
+            latency_cached=cached,
+        )
+
+
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    """Write a state dict atomically: a crash leaves the old file or none, never half a file."""
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    write_atomic(path, buffer.getvalue())

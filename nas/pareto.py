@@ -1,0 +1,43 @@
+"""Pareto dominance, in plain numpy and separate from any drawing.
+
+Points are rows of objective values; `maximize[j]` says whether column j is better when larger.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def _as_minimization(points: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] != len(maximize):
+        raise ValueError(f"points must be (n, {len(maximize)}), got {pts.shape}")
+    if not np.isfinite(pts).all():
+        raise ValueError("points must be finite; drop failed or unmeasured trials first")
+    return np.where(np.asarray(maximize, dtype=bool), -pts, pts)
+
+
+def non_dominated_mask(points: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
+    """True for each point that no other point dominates.
+
+    A point dominates another when it is at least as good in every objective and better in one.
+    Equal points do not dominate each other, so duplicates on the front all stay.
+    """
+    pts = _as_minimization(points, maximize)
+    if len(pts) == 0:
+        return np.zeros(0, dtype=bool)
+    no_worse = (pts[:, None, :] <= pts[None, :, :]).all(axis=2)
+    better = (pts[:, None, :] < pts[None, :, :]).any(axis=2)
+    dominated = (no_worse & better).any(axis=0)
+    return np.asarray(~dominated, dtype=bool)
+
+
+def front_indices(points: np.ndarray, maximize: Sequence[bool], sort_by: int = 0) -> np.ndarray:
+    """Indices of the non-dominated points, ordered by objective `sort_by` from best to worst."""
+    mask = non_dominated_mask(points, maximize)
+    idx = np.flatnonzero(mask)
+    key = np.asarray(points, dtype=np.float64)[idx, sort_by]
+    order = np.argsort(-key if maximize[sort_by] else key, kind="stable")
+    return idx[order]

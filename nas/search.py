@@ -1,0 +1,298 @@
+"""The in-process search: an Optuna ask/tell loop around `Evaluator`.
+
+The study lives in the run's SQLite file, so running the same command again resumes it: finished
+trials are kept, a trial that was cut off (the process died while it ran) is marked failed and
+its candidate is queued to run again, and the loop stops when the number of finished trials
+reaches the target.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from nas.config import RunConfig, SearchConfig
+from nas.errors import NASError, SearchError
+from nas.evaluate import Evaluator
+from nas.progress import NullReporter, SearchReporter
+from nas.report import front_frame, trials_frame, write_plot, write_tables
+from nas.run import Run
+from search_spaces.base import Dimension
+
+log = logging.getLogger("nas.search")
+
+DIRECTIONS: list[StudyDirection] = [StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE]
+METRIC_NAMES = ("accuracy", "latency_p50_ms")
+INTERRUPTED = "interrupted"
+
+
+def _evenly_spaced(values: tuple[Any, ...]) -> bool:
+    if len(values) < 2 or not all(isinstance(v, int | float) for v in values):
+        return False
+    steps = [b - a for a, b in itertools.pairwise(values)]
+    return steps[0] > 0 and all(abs(s - steps[0]) < 1e-9 for s in steps)
+
+
+def to_distribution(dim: Dimension) -> BaseDistribution:
+    """Ordered, evenly spaced numbers become a stepped numeric range; the rest categorical."""
+    values = dim.values
+    if dim.ordered and _evenly_spaced(values):
+        step = values[1] - values[0]
+        if all(isinstance(v, int) for v in values):
+            return IntDistribution(int(values[0]), int(values[-1]), step=int(step))
+        return FloatDistribution(float(values[0]), float(values[-1]), step=float(step))
+    return CategoricalDistribution(list(values))
+
+
+def distributions(dims: tuple[Dimension, ...]) -> dict[str, BaseDistribution]:
+    return {d.name: to_distribution(d) for d in dims}
+
+
+def _constraints(trial: FrozenTrial) -> list[float]:
+    return list(trial.user_attrs.get("constraints", []))
+
+
+def make_sampler(cfg: SearchConfig, seed: int) -> optuna.samplers.BaseSampler:
+    constraints_func = _constraints if cfg.constraints.active() else None
+    if cfg.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(
+            population_size=cfg.population_size, seed=seed, constraints_func=constraints_func
+        )
+    if cfg.sampler == "tpe":
+        return optuna.samplers.TPESampler(
+            n_startup_trials=cfg.n_startup_trials,
+            seed=seed,
+            multivariate=True,
+            constraints_func=constraints_func,
+        )
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def open_study(run: Run, config: RunConfig) -> optuna.Study:
+    """Create the run's study, or load it to resume.
+
+    A resumed sampler is seeded with the seed plus the number of trials so far: reseeding with
+    the bare seed would replay the first invocation's candidates.
+    """
+    study = optuna.create_study(
+        study_name=config.name,
+        storage=run.storage_url,
+        directions=DIRECTIONS,
+        load_if_exists=True,
+    )
+    study.sampler = make_sampler(config.search, config.seed + len(study.get_trials(False)))
+    if study.metric_names is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(METRIC_NAMES))
+    return study
+
+
+def constraint_values(config: SearchConfig, latency_ms: float, params: int) -> list[float] | None:
+    """Optuna-style constraint values (<= 0 means satisfied), or None without constraints."""
+    c = config.constraints
+    values = []
+    if c.max_latency_ms is not None:
+        values.append(latency_ms - c.max_latency_ms)
+    if c.max_params is not None:
+        values.append(float(params - c.max_params))
+    return values or None
+
+
+def is_finished(trial: FrozenTrial) -> bool:
+    """Counts toward the target: completed, or failed for a reason other than interruption."""
+    if trial.state == TrialState.COMPLETE:
+        return True
+    return trial.state == TrialState.FAIL and not trial.user_attrs.get(INTERRUPTED, False)
+
+
+def recover_interrupted(study: optuna.Study) -> int:
+    """Mark trials left RUNNING by a dead process as failed and queue their candidates again."""
+    storage = study._storage
+    recovered = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        storage.set_trial_user_attr(t._trial_id, INTERRUPTED, True)
+        storage.set_trial_user_attr(
+            t._trial_id,
+            "failure_reason",
+            "interrupted: the process ended during this trial; retried",
+        )
+        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        if t.params:
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+        recovered += 1
+    return recovered
+
+
+@dataclass
+class SearchSummary:
+    finished: int
+    target: int
+    front_size: int
+    stopped_by_timeout: bool
+    seconds: float
+
+
+class SearchLoop:
+    """Runs trials of one run until `n_trials` have finished or the timeout passes.
+
+    Args:
+        run: Where the study and outputs live.
+        config: The run's config.
+        evaluator: Scores one candidate.
+        reporter: Receives progress.
+        resume_hint: Command that resumes this run, for messages.
+    """
+
+    def __init__(
+        self,
+        *,
+        run: Run,
+        config: RunConfig,
+        evaluator: Evaluator,
+        reporter: SearchReporter | None = None,
+        resume_hint: str = "",
+    ) -> None:
+        self.run = run
+        self.config = config
+        self.evaluator = evaluator
+        self.space = evaluator.space
+        self.reporter = reporter or NullReporter()
+        self.resume_hint = resume_hint
+        self.study = open_study(run, config)
+        self.dists = distributions(self.space.dimensions())
+
+    def _known(self) -> dict[str, FrozenTrial]:
+        """Completed trials by candidate string (the cache of accuracy and latency)."""
+        out: dict[str, FrozenTrial] = {}
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            out.setdefault(t.user_attrs.get("candidate", ""), t)
+        return out
+
+    def _enqueue_seeds(self) -> None:
+        for text in self.config.search.seed_candidates:
+            params = self.space.to_params(self.space.decode(text))
+            self.study.enqueue_trial(params, skip_if_exists=True)
+
+    def _fail(self, trial: optuna.Trial, reason: str, *, interrupted: bool = False) -> None:
+        trial.set_user_attr("failure_reason", reason)
+        if interrupted:
+            trial.set_user_attr(INTERRUPTED, True)
+        self.study.tell(trial, state=TrialState.FAIL)
+
+    def _tell(self, trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        cons = constraint_values(self.config.search, attrs["latency_p50_ms"], attrs["params"])
+        if cons is not None:
+            trial.set_user_attr("constraints", cons)
+        self.study.tell(trial, [attrs["accuracy"], attrs["latency_p50_ms"]])
+
+    def _evaluate(self, trial: optuna.Trial, known: dict[str, FrozenTrial]) -> str:
+        candidate = self.space.from_params(trial.params)
+        text = self.space.encode(candidate)
+        trial.set_user_attr("candidate", text)
+        self.reporter.trial_started(trial.number, text)
+        if text in known:
+            original = known[text]
+            attrs = {k: v for k, v in original.user_attrs.items() if k != "constraints"}
+            attrs["duplicate_of"] = attrs.get("duplicate_of", original.number)
+            self._tell(trial, attrs)
+            return f"same candidate as trial {attrs['duplicate_of']}; reused its results"
+        outcome = self.evaluator(
+            candidate,
+            weights_path=self.run.weights_path(trial.number),
+            progress=self.reporter.phase,
+        )
+        if not all(math.isfinite(v) for v in outcome.values):
+            raise SearchError(f"non-finite objectives {outcome.values}")
+        self._tell(trial, outcome.attrs())
+        return (
+            f"accuracy {outcome.accuracy:.4f}, latency {outcome.latency.p50_ms:.3f} ms"
+            f"{' (cached)' if outcome.latency_cached else ''}, "
+            f"{outcome.params / 1e6:.2f} M params"
+        )
+
+    def _write_outputs(self, plot: bool) -> int:
+        trials = trials_frame(self.study)
+        front = write_tables(self.run, trials)
+        if plot:
+            write_plot(self.run, trials)
+        return len(front)
+
+    def finished(self) -> int:
+        return sum(is_finished(t) for t in self.study.get_trials(deepcopy=False))
+
+    def run_trials(
+        self,
+        n_trials: int,
+        timeout: float | None = None,
+        on_trial: Callable[[], None] | None = None,
+    ) -> SearchSummary:
+        start = time.monotonic()
+        recovered = recover_interrupted(self.study)
+        if recovered:
+            log.warning("%d interrupted trial(s) marked failed and queued again", recovered)
+        self._enqueue_seeds()
+        known = self._known()
+        done = self.finished()
+        timed_out = False
+        self.reporter.start(done, n_trials)
+        try:
+            while done < n_trials:
+                if timeout is not None and time.monotonic() - start >= timeout:
+                    timed_out = True
+                    break
+                trial = self.study.ask(self.dists)
+                t0 = time.monotonic()
+                try:
+                    summary = self._evaluate(trial, known)
+                    status = "done"
+                except KeyboardInterrupt:
+                    self._fail(
+                        trial, "interrupted by the user; retried on resume", interrupted=True
+                    )
+                    self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+                    raise
+                except Exception as e:
+                    reason = str(e) if isinstance(e, NASError) else f"{type(e).__name__}: {e}"
+                    log.error("trial %d failed: %s", trial.number, reason, exc_info=True)
+                    self._fail(trial, reason)
+                    summary, status = f"failed: {reason}", "failed"
+                else:
+                    frozen = self.study.trials[trial.number]
+                    known.setdefault(frozen.user_attrs["candidate"], frozen)
+                done += 1
+                front_size = self._write_outputs(plot=False)
+                line = f"trial {trial.number} {status} in {time.monotonic() - t0:.1f} s: {summary}"
+                log.info(line)
+                self.reporter.trial_finished(trial.number, line, done, front_size)
+                if on_trial is not None:
+                    on_trial()
+        except KeyboardInterrupt:
+            self._write_outputs(plot=True)
+            raise SearchError(f"search interrupted; resume with: {self.resume_hint}") from None
+        finally:
+            self.reporter.stop()
+        front_size = self._write_outputs(plot=True)
+        return SearchSummary(done, n_trials, front_size, timed_out, time.monotonic() - start)
+
+
+def front_of(study: optuna.Study) -> Any:
+    return front_frame(trials_frame(study))

@@ -1,0 +1,160 @@
+"""Proxy training: a short, deterministic training run that ranks candidates.
+
+Every candidate of a run gets the same recipe and the same seed, so two evaluations of one
+candidate give the same weights and the same accuracy. Accuracy is top-1 on the validation
+split, which training never sees. After the last epoch BatchNorm statistics are re-estimated on
+training batches (as Once-for-All does for sub-networks): after a few hundred steps the running
+averages still lag the weights, and re-estimating them is cheap.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nas.config import TrainingConfig
+from nas.data import ProxySplits
+from nas.errors import TrainingDivergedError
+
+# (epoch, epochs, val_accuracy, train_loss) after each epoch.
+EpochCallback = Callable[[int, int, float, float], None]
+# (epoch, step, steps) during an epoch.
+StepCallback = Callable[[int, int, int], None]
+
+
+@dataclass
+class TrainResult:
+    accuracy: float
+    train_loss: float
+    epoch_accuracy: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _optimizer(model: nn.Module, cfg: TrainingConfig) -> torch.optim.Optimizer:
+    # No weight decay on norm parameters and biases (timm's `param_groups_weight_decay`).
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def _scheduler(
+    opt: torch.optim.Optimizer, cfg: TrainingConfig, steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            opt,
+            max_lr=cfg.lr,
+            total_steps=steps,
+            pct_start=max(cfg.warmup_fraction, 1e-3),
+            cycle_momentum=False,
+        )
+    if cfg.schedule == "cosine":
+        warm = int(steps * cfg.warmup_fraction)
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
+
+        return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+
+
+@torch.no_grad()
+def evaluate_accuracy(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512
+) -> float:
+    model.eval()
+    correct = 0
+    for i in range(0, len(x), batch_size):
+        correct += int((model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum())
+    return correct / len(x)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, batches: int, batch_size: int) -> None:
+    """Replace BatchNorm running statistics by exact averages over `batches` batches of `x`."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms or batches == 0:
+        return
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average
+    model.train()
+    for i in range(min(batches, math.ceil(len(x) / batch_size))):
+        model(x[i * batch_size : (i + 1) * batch_size])
+    for m, momentum in zip(norms, saved, strict=True):
+        m.momentum = momentum
+    model.eval()
+
+
+def train_proxy(
+    model: nn.Module,
+    data: ProxySplits,
+    cfg: TrainingConfig,
+    *,
+    seed: int,
+    on_epoch: EpochCallback | None = None,
+    on_step: StepCallback | None = None,
+) -> TrainResult:
+    """Train `model` in place on `data` and return its validation accuracy.
+
+    Raises:
+        TrainingDivergedError: the loss became NaN or infinite.
+    """
+    start = time.perf_counter()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    generator = torch.Generator().manual_seed(seed)
+    n = len(data.train_x)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    opt = _optimizer(model, cfg)
+    sched = _scheduler(opt, cfg, cfg.epochs * steps_per_epoch)
+    result = TrainResult(accuracy=0.0, train_loss=math.nan)
+    for epoch in range(cfg.epochs):
+        model.train()
+        order = torch.randperm(n, generator=generator)
+        total, seen = 0.0, 0
+        for step in range(steps_per_epoch):
+            idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            if len(idx) < 2 and seen:  # a 1-image batch breaks BatchNorm; skip the remainder
+                break
+            loss = F.cross_entropy(
+                model(data.train_x[idx]), data.train_y[idx], label_smoothing=cfg.label_smoothing
+            )
+            if not torch.isfinite(loss):
+                raise TrainingDivergedError(
+                    f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
+                    "lower training.lr"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+            seen += len(idx)
+            if on_step is not None:
+                on_step(epoch + 1, step + 1, steps_per_epoch)
+        if epoch == cfg.epochs - 1:
+            recalibrate_batchnorm(model, data.train_x, cfg.bn_recalibration_batches, cfg.batch_size)
+        acc = evaluate_accuracy(model, data.val_x, data.val_y)
+        result.epoch_accuracy.append(acc)
+        result.train_loss = total / max(seen, 1)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, cfg.epochs, acc, result.train_loss)
+    result.accuracy = result.epoch_accuracy[-1]
+    result.seconds = time.perf_counter() - start
+    return result
