@@ -37,8 +37,8 @@ OBJECTIVES = ("accuracy", "latency_p50_ms")
 MAXIMIZE = (True, False)
 
 
-def _feasible(constraints: Any) -> bool:
-    return constraints is None or all(c <= 0 for c in constraints)
+def _feasible(trial: optuna.trial.FrozenTrial) -> bool:
+    return trial.state.name == "COMPLETE" and all(v <= 0 for v in trial.constraints.values())
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
@@ -52,9 +52,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             {
                 "number": t.number,
                 "state": t.state.name,
-                "feasible": _feasible(a.get("constraints"))
-                if t.state.name == "COMPLETE"
-                else False,
+                "feasible": _feasible(t),
                 "candidate": a.get("candidate", ""),
                 "accuracy": a.get("accuracy", math.nan),
                 "latency_p50_ms": a.get("latency_p50_ms", math.nan),

@@ -13,7 +13,7 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +31,7 @@ from nas.config import RunConfig, SearchConfig
 from nas.errors import NASError, SearchError
 from nas.evaluate import Evaluator
 from nas.progress import NullReporter, SearchReporter
-from nas.report import front_frame, trials_frame, write_plot, write_tables
+from nas.report import trials_frame, write_plot, write_tables
 from nas.run import Run
 from search_spaces.base import Dimension
 
@@ -64,22 +64,13 @@ def distributions(dims: tuple[Dimension, ...]) -> dict[str, BaseDistribution]:
     return {d.name: to_distribution(d) for d in dims}
 
 
-def _constraints(trial: FrozenTrial) -> list[float]:
-    return list(trial.user_attrs.get("constraints", []))
-
-
 def make_sampler(cfg: SearchConfig, seed: int) -> optuna.samplers.BaseSampler:
-    constraints_func = _constraints if cfg.constraints.active() else None
+    """The configured sampler. NSGA-II and TPE read constraints that trials set themselves."""
     if cfg.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(
-            population_size=cfg.population_size, seed=seed, constraints_func=constraints_func
-        )
+        return optuna.samplers.NSGAIISampler(population_size=cfg.population_size, seed=seed)
     if cfg.sampler == "tpe":
         return optuna.samplers.TPESampler(
-            n_startup_trials=cfg.n_startup_trials,
-            seed=seed,
-            multivariate=True,
-            constraints_func=constraints_func,
+            n_startup_trials=cfg.n_startup_trials, seed=seed, multivariate=True
         )
     return optuna.samplers.RandomSampler(seed=seed)
 
@@ -104,15 +95,15 @@ def open_study(run: Run, config: RunConfig) -> optuna.Study:
     return study
 
 
-def constraint_values(config: SearchConfig, latency_ms: float, params: int) -> list[float] | None:
-    """Optuna-style constraint values (<= 0 means satisfied), or None without constraints."""
+def constraint_values(config: SearchConfig, latency_ms: float, params: int) -> dict[str, float]:
+    """Optuna constraint values by name; <= 0 means satisfied."""
     c = config.constraints
-    values = []
+    values = {}
     if c.max_latency_ms is not None:
-        values.append(latency_ms - c.max_latency_ms)
+        values["max_latency_ms"] = latency_ms - c.max_latency_ms
     if c.max_params is not None:
-        values.append(float(params - c.max_params))
-    return values or None
+        values["max_params"] = float(params - c.max_params)
+    return values
 
 
 def is_finished(trial: FrozenTrial) -> bool:
@@ -199,9 +190,10 @@ class SearchLoop:
     def _tell(self, trial: optuna.Trial, attrs: Mapping[str, Any]) -> None:
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
-        cons = constraint_values(self.config.search, attrs["latency_p50_ms"], attrs["params"])
-        if cons is not None:
-            trial.set_user_attr("constraints", cons)
+        for key, value in constraint_values(
+            self.config.search, attrs["latency_p50_ms"], attrs["params"]
+        ).items():
+            trial.set_constraint(key, value)
         self.study.tell(trial, [attrs["accuracy"], attrs["latency_p50_ms"]])
 
     def _evaluate(self, trial: optuna.Trial, known: dict[str, FrozenTrial]) -> str:
@@ -211,7 +203,7 @@ class SearchLoop:
         self.reporter.trial_started(trial.number, text)
         if text in known:
             original = known[text]
-            attrs = {k: v for k, v in original.user_attrs.items() if k != "constraints"}
+            attrs = dict(original.user_attrs)
             attrs["duplicate_of"] = attrs.get("duplicate_of", original.number)
             self._tell(trial, attrs)
             return f"same candidate as trial {attrs['duplicate_of']}; reused its results"
@@ -239,12 +231,12 @@ class SearchLoop:
     def finished(self) -> int:
         return sum(is_finished(t) for t in self.study.get_trials(deepcopy=False))
 
-    def run_trials(
-        self,
-        n_trials: int,
-        timeout: float | None = None,
-        on_trial: Callable[[], None] | None = None,
-    ) -> SearchSummary:
+    def run_trials(self, n_trials: int, timeout: float | None = None) -> SearchSummary:
+        """Evaluate trials until `n_trials` have finished (counting earlier invocations).
+
+        Raises:
+            SearchError: interrupted (with the command that resumes), or every trial failed.
+        """
         start = time.monotonic()
         recovered = recover_interrupted(self.study)
         if recovered:
@@ -276,23 +268,28 @@ class SearchLoop:
                     self._fail(trial, reason)
                     summary, status = f"failed: {reason}", "failed"
                 else:
-                    frozen = self.study.trials[trial.number]
+                    frozen = self.study.get_trials(deepcopy=False)[trial.number]
                     known.setdefault(frozen.user_attrs["candidate"], frozen)
                 done += 1
                 front_size = self._write_outputs(plot=False)
                 line = f"trial {trial.number} {status} in {time.monotonic() - t0:.1f} s: {summary}"
                 log.info(line)
                 self.reporter.trial_finished(trial.number, line, done, front_size)
-                if on_trial is not None:
-                    on_trial()
         except KeyboardInterrupt:
             self._write_outputs(plot=True)
             raise SearchError(f"search interrupted; resume with: {self.resume_hint}") from None
         finally:
             self.reporter.stop()
         front_size = self._write_outputs(plot=True)
+        self._check_any_completed()
         return SearchSummary(done, n_trials, front_size, timed_out, time.monotonic() - start)
 
-
-def front_of(study: optuna.Study) -> Any:
-    return front_frame(trials_frame(study))
+    def _check_any_completed(self) -> None:
+        trials = self.study.get_trials(deepcopy=False)
+        failed = [t for t in trials if t.state == TrialState.FAIL]
+        if failed and not any(t.state == TrialState.COMPLETE for t in trials):
+            reason = failed[0].user_attrs.get("failure_reason", "unknown")
+            raise SearchError(
+                f"all {len(failed)} trials failed; the first: {reason}; tracebacks in "
+                f"{self.run.log_path}"
+            )

@@ -19,8 +19,12 @@ SMALL_CONFIG: dict[str, Any] = {
     "name": "small",
     "seed": 0,
     "space": {
-        "scaling": {"mode": "independent", "width": [0.25, 0.5], "depth": 0.5,
-                    "resolution": [32, 48]},
+        "scaling": {
+            "mode": "independent",
+            "width": [0.25, 0.5],
+            "depth": 0.5,
+            "resolution": [32, 48],
+        },
         "base_resolution": 32,
         "min_feature_size": 2,
         "choices": {"kernel": [3, 5], "expansion": [3, 6], "act": ["relu6", "hswish"]},
@@ -55,13 +59,19 @@ def write_config(tmp_path: Path):
     return write
 
 
-def run_cli(*args: str | Path, cwd: Path | None = None, timeout: float = 600
-            ) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str | Path, cwd: Path | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
     """Run `nas ARGS` in a real subprocess and capture its output."""
     env = {**os.environ, "COLUMNS": "200", "PYTHONWARNINGS": "ignore"}
     return subprocess.run(
-        [sys.executable, "-m", "nas.cli", *map(str, args)], cwd=cwd or REPO, env=env,
-        capture_output=True, text=True, timeout=timeout, check=False,
+        [sys.executable, "-m", "nas.cli", *map(str, args)],
+        cwd=cwd or REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
+from nas.errors import UnknownSpaceError
 from search_spaces import SearchSpace, get_space, list_spaces
 from search_spaces.base import Dimension
-from nas.errors import UnknownSpaceError
 
 
 @pytest.fixture(params=list_spaces())
@@ -73,8 +73,10 @@ def test_build_gives_fresh_working_modules(space: SearchSpace) -> None:
     a = space.build(c, num_classes=10, in_chans=1, input_size=28)
     b = space.build(c, num_classes=10, in_chans=1, input_size=28)
     assert isinstance(a, nn.Module)
-    assert all(pa.data_ptr() != pb.data_ptr()
-               for pa, pb in zip(a.parameters(), b.parameters(), strict=True))
+    assert all(
+        pa.data_ptr() != pb.data_ptr()
+        for pa, pb in zip(a.parameters(), b.parameters(), strict=True)
+    )
     a.eval()
     with torch.no_grad():
         assert a(torch.randn(2, 1, 28, 28)).shape == (2, 10)

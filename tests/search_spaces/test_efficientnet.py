@@ -14,13 +14,13 @@ from search_spaces.efficientnet import (
     ACTIVATIONS,
     B0_STAGES,
     BLOCKS,
+    CompoundCoefficients,
     EfficientNetCandidate,
     EfficientNetSpace,
     EfficientNetSpaceConfig,
     StageSpec,
     build,
     compound_scale,
-    CompoundCoefficients,
 )
 from search_spaces.efficientnet.config import Activation
 
@@ -154,8 +154,9 @@ def _feature_side(model: torch.nn.Module, in_chans: int, side: int) -> int:
         return int(model.forward_features(torch.zeros(1, in_chans, side, side)).shape[-1])
 
 
-@pytest.mark.parametrize(("side", "min_size", "expected"), [(28, 4, 4), (28, 7, 7), (8, 2, 2),
-                                                             (224, 4, 7)])
+@pytest.mark.parametrize(
+    ("side", "min_size", "expected"), [(28, 4, 4), (28, 7, 7), (8, 2, 2), (224, 4, 7)]
+)
 def test_small_inputs_keep_a_feature_map(side: int, min_size: int, expected: int) -> None:
     model = build(B0, 10, 1, input_size=side, min_feature_size=min_size)
     assert _feature_side(model, 1, side) == expected

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Make sure this checkout has what it needs, installing only what is missing:
+#   - the proxy dataset, Debian's dataset-fashion-mnist package;
+#   - a virtual environment in .venv with the project and its dev tools installed
+#     (reinstalled when pyproject.toml changes).
+# Sourced by scripts/quickstart and scripts/test.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+
+if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+  echo "==> installing the proxy dataset (Debian package dataset-fashion-mnist)" >&2
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null
+fi
+
+PYTHON=""
+for candidate in python3.11 python3; do
+  if command -v "$candidate" >/dev/null 2>&1 &&
+     "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+    PYTHON="$candidate"; break
+  fi
+done
+if [ -z "$PYTHON" ]; then
+  echo "error: Python 3.11 is required (python3.11 or python3 on PATH)" >&2
+  exit 1
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "==> creating $VENV" >&2
+  "$PYTHON" -m venv "$VENV"
+fi
+
+STAMP="$VENV/.installed-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
+if [ ! -f "$STAMP" ]; then
+  echo "==> installing the project into $VENV (torch takes about 2 minutes)" >&2
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q -e "$ROOT[dev]"
+  rm -f "$VENV"/.installed-*
+  touch "$STAMP"
+fi

@@ -1,0 +1,209 @@
+"""Search-loop behaviour: failures, constraints, duplicates, interruption and resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import yaml
+
+from nas import api
+from nas.errors import SearchError
+from nas.evaluate import Evaluator
+from tests.conftest import REPO, SMALL_CONFIG, deep_update
+
+
+def _study(run_dir: Path, name: str = "small") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{run_dir / 'study.db'}")
+
+
+class FaultyEvaluator(Evaluator):
+    """The real evaluator, with a crash injected for half-width candidates."""
+
+    def __call__(self, candidate, **kwargs):
+        if candidate.width == 0.5:
+            raise RuntimeError("injected crash")
+        return super().__call__(candidate, **kwargs)
+
+
+def test_failed_trials_are_recorded_and_the_search_goes_on(
+    write_config, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr("nas.evaluate.Evaluator", FaultyEvaluator)
+    cfg = write_config({"search": {"n_trials": 6}})
+    result = api.search(cfg, runs_dir=tmp_path / "runs")
+    trials = pd.read_csv(result.run.root / "trials.csv", keep_default_na=False)
+    assert len(trials) == 6
+    failed = trials[trials["state"] == "FAIL"]
+    done = trials[trials["state"] == "COMPLETE"]
+    assert len(failed) >= 1 and len(done) >= 1
+    assert (failed["failure_reason"] == "RuntimeError: injected crash").all()
+    assert (failed["candidate"].str.startswith("w0.5_")).all()
+    assert (done["failure_reason"] == "").all()
+    assert "injected crash" in (result.run.root / "search.log").read_text()
+
+
+def test_every_trial_failing_is_an_error(write_config, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("nas.evaluate.Evaluator", FaultyEvaluator)
+    cfg = write_config({"space": {"scaling": {"width": 0.5}}})
+    with pytest.raises(SearchError, match="all 3 trials failed.*injected crash"):
+        api.search(cfg, runs_dir=tmp_path / "runs")
+    assert len(pd.read_csv(tmp_path / "runs" / "small" / "trials.csv")) == 3
+
+
+@pytest.mark.parametrize(("limit", "feasible"), [(1e-6, False), (1e6, True)])
+def test_latency_constraint_marks_infeasible(
+    write_config, tmp_path: Path, limit: float, feasible: bool
+) -> None:
+    cfg = write_config(
+        {"search": {"n_trials": 2, "sampler": "nsga2", "constraints": {"max_latency_ms": limit}}}
+    )
+    result = api.search(cfg, runs_dir=tmp_path / "runs")
+    trials = pd.read_csv(result.run.root / "trials.csv")
+    assert trials["feasible"].tolist() == [feasible, feasible]
+    assert len(pd.read_csv(result.run.root / "pareto.csv")) == (
+        len(result.front) if feasible else 0
+    )
+    study = _study(result.run.root)
+    assert all(list(t.constraints) == ["max_latency_ms"] for t in study.trials)
+
+
+def test_repeated_candidate_costs_nothing(write_config, tmp_path: Path) -> None:
+    one_choice = {
+        "kernel": [3],
+        "expansion": [3],
+        "se": [0.0],
+        "act": ["relu6"],
+        "repeats_delta": [0],
+    }
+    cfg = write_config(
+        {
+            "space": {
+                "choices": one_choice,
+                "stem_head_act": ["relu6"],
+                "scaling": {"width": [0.25, 0.5], "resolution": 32},
+            }
+        }
+    )
+    result = api.search(cfg, runs_dir=tmp_path / "runs")
+    trials = pd.read_csv(result.run.root / "trials.csv")
+    dup = trials.dropna(subset=["duplicate_of"])
+    assert len(dup) >= 1  # three trials, two distinct candidates
+    for row in dup.itertuples():
+        original = trials[trials["number"] == row.duplicate_of].iloc[0]
+        assert (row.candidate, row.accuracy, row.latency_p50_ms) == (
+            original.candidate,
+            original.accuracy,
+            original.latency_p50_ms,
+        )
+        assert row.duration_s < original.duration_s
+
+
+def _spawn(config: Path, runs: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "nas.cli", "search", str(config), "--runs-dir", str(runs), *extra],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+
+
+def _wait_for_running_after_complete(db: Path, proc: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        if db.exists():
+            try:
+                with sqlite3.connect(db) as con:
+                    states = [s for (s,) in con.execute("SELECT state FROM trials")]
+            except sqlite3.OperationalError:
+                states = []
+            if "COMPLETE" in states and states[-1] == "RUNNING":
+                time.sleep(0.5)  # inside the trial's evaluation
+                return
+        time.sleep(0.1)
+    raise AssertionError("search never reached a second trial")
+
+
+def test_kill_9_then_rerun_resumes_exactly(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            deep_update(SMALL_CONFIG, {"search": {"n_trials": 4}, "training": {"epochs": 3}})
+        )
+    )
+    runs = tmp_path / "runs"
+    proc = _spawn(config, runs)
+    _wait_for_running_after_complete(runs / "small" / "study.db", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = {
+        t.number: t.user_attrs["candidate"]
+        for t in _study(runs / "small").trials
+        if t.state.name == "COMPLETE"
+    }
+    killed = [t for t in _study(runs / "small").trials if t.state.name == "RUNNING"]
+    assert len(killed) == 1
+
+    rerun = _spawn(config, runs)
+    _out, err = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, err
+    trials = _study(runs / "small").trials
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 4
+    for number, candidate in before.items():  # kept, not redone
+        assert trials[number].state.name == "COMPLETE"
+        assert trials[number].user_attrs["candidate"] == candidate
+    interrupted = trials[killed[0].number]
+    assert interrupted.state.name == "FAIL" and interrupted.user_attrs["interrupted"]
+    retried = [t for t in complete if t.user_attrs.get("retry_of") == interrupted.number]
+    assert len(retried) == 1 and retried[0].params == interrupted.params
+    assert len(pd.read_csv(runs / "small" / "trials.csv")) == len(trials)
+
+
+def test_ctrl_c_stops_cleanly_with_a_resume_hint(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            deep_update(SMALL_CONFIG, {"search": {"n_trials": 4}, "training": {"epochs": 3}})
+        )
+    )
+    runs = tmp_path / "runs"
+    proc = _spawn(config, runs)
+    _wait_for_running_after_complete(runs / "small" / "study.db", proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    assert f"resume with: nas search {config} --name small --runs-dir {runs}" in err
+    trials = _study(runs / "small").trials
+    assert trials[-1].user_attrs.get("retry_of") is not None or any(
+        t.state.name == "WAITING" for t in trials
+    )
+    assert (runs / "small" / "pareto.html").is_file()
+
+
+def test_second_search_on_a_busy_run_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            deep_update(SMALL_CONFIG, {"search": {"n_trials": 12}, "training": {"epochs": 3}})
+        )
+    )
+    runs = tmp_path / "runs"
+    first = _spawn(config, runs)
+    _wait_for_running_after_complete(runs / "small" / "study.db", first)
+    second = _spawn(config, runs)
+    _, err = second.communicate(timeout=120)
+    first.communicate(timeout=600)
+    assert second.returncode == 2 and "in use by another `nas search`" in err
+    assert first.returncode == 0
