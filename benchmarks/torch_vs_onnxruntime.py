@@ -33,11 +33,17 @@ from search_spaces.efficientnet import (
 
 def candidates(seed: int) -> list[tuple[str, EfficientNetCandidate]]:
     b0 = EfficientNetCandidate(1.0, 1.0, 224, tuple(StageSpec.decode(s) for s in B0_STAGES))
-    space = EfficientNetSpace(EfficientNetSpaceConfig.model_validate(
-        {"scaling": {"width": [0.5, 0.75, 1.0], "depth": [0.75, 1.0], "resolution": 224}}))
+    space = EfficientNetSpace(
+        EfficientNetSpaceConfig.model_validate(
+            {"scaling": {"width": [0.5, 0.75, 1.0], "depth": [0.75, 1.0], "resolution": 224}}
+        )
+    )
     rng = np.random.default_rng(seed)
-    return [("efficientnet_b0", b0), ("sampled_1", space.sample(rng)),
-            ("sampled_2", space.sample(rng))]
+    return [
+        ("efficientnet_b0", b0),
+        ("sampled_1", space.sample(rng)),
+        ("sampled_2", space.sample(rng)),
+    ]
 
 
 def main() -> None:
@@ -52,24 +58,29 @@ def main() -> None:
     backend = OnnxRuntimeBackend(threads=args.threads, warmup=args.warmup, repeats=args.repeats)
     shape = (1, 3, 224, 224)
     x = torch.randn(shape)
-    print(f"machine: {cpu_description()}; threads: {args.threads}; torch {torch.__version__}; "
-          f"onnxruntime {backend.device.runtime_version}; {args.repeats} runs after "
-          f"{args.warmup} warm-up, median ms")
+    print(
+        f"machine: {cpu_description()}; threads: {args.threads}; torch {torch.__version__}; "
+        f"onnxruntime {backend.device.runtime_version}; {args.repeats} runs after "
+        f"{args.warmup} warm-up, median ms"
+    )
     print(f"{'model':<16} {'GFLOPs':>7} {'torch ms':>9} {'ort ms':>8} {'torch/ort':>9}")
     ratios = []
     for name, cand in candidates(args.seed):
         model = build(cand, 1000, 3).eval()
         with torch.inference_mode():
-            eager = np.median(time_calls(lambda m=model: m(x), warmup=args.warmup,
-                                         repeats=args.repeats))
+            eager = np.median(
+                time_calls(lambda m=model: m(x), warmup=args.warmup, repeats=args.repeats)
+            )
         with tempfile.TemporaryDirectory() as tmp:
             path = export_onnx(model, shape, Path(tmp) / "m.onnx")
             ort = backend.measure(path, shape)
         if not ort.ok:
             raise SystemExit(f"{name}: {ort.error}")
         ratios.append(eager / ort.p50_ms)
-        print(f"{name:<16} {count_flops(model, shape) / 1e9:>7.3f} {eager:>9.2f} "
-              f"{ort.p50_ms:>8.2f} {ratios[-1]:>8.2f}x")
+        print(
+            f"{name:<16} {count_flops(model, shape) / 1e9:>7.3f} {eager:>9.2f} "
+            f"{ort.p50_ms:>8.2f} {ratios[-1]:>8.2f}x"
+        )
         if name != "efficientnet_b0":
             print(f"  {cand.encode()}")
     print(f"geometric mean torch/ort: {float(np.exp(np.mean(np.log(ratios)))):.2f}x")

@@ -127,15 +127,25 @@ class Evaluator:
             candidate, self.data.num_classes, self.data.channels, input_size=size
         )
 
-    def measure_latency(self, candidate: Any) -> tuple[LatencyResult, bool]:
-        """Latency at the deployment shape, from the cache when it holds this candidate."""
+    def measure_latency(
+        self, candidate: Any, model: torch.nn.Module | None = None
+    ) -> tuple[LatencyResult, bool]:
+        """Latency at the deployment shape, from the cache when it holds this candidate.
+
+        Args:
+            candidate: What to measure.
+            model: The candidate's deployment-shape network, if the caller has built it.
+        """
         shape = self.deployment_shape(candidate)
         key = f"{self.space.name}:{self.space.encode(candidate)}@{'x'.join(map(str, shape))}"
         if self.cache is not None:
             hit = self.cache.get(self.backend.device, key)
             if hit is not None:
                 return hit, True
-        model = self.space.build(candidate, self.deployment.num_classes, self.deployment.channels)
+        if model is None:
+            model = self.space.build(
+                candidate, self.deployment.num_classes, self.deployment.channels
+            )
         with tempfile.TemporaryDirectory(prefix="nas-latency-") as tmp:
             path = export_onnx(model, shape, Path(tmp) / "model.onnx")
             result = self.backend.measure(path, shape)
@@ -155,9 +165,9 @@ class Evaluator:
         progress("measuring size", 0, 1)
         deploy = self.space.build(candidate, self.deployment.num_classes, self.deployment.channels)
         params, flops = count_params(deploy), count_flops(deploy, shape)
-        del deploy
         progress(f"measuring latency on {self.backend.device.name}", 0, 1)
-        latency, cached = self.measure_latency(candidate)
+        latency, cached = self.measure_latency(candidate, deploy)
+        del deploy
 
         data = self.proxy_data(candidate)
         model = self.build_proxy(candidate)

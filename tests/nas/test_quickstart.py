@@ -13,8 +13,15 @@ from tests.conftest import REPO, run_cli
 @pytest.mark.slow
 def test_quickstart_config_runs_on_fashion_mnist(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    proc = run_cli("search", REPO / "configs" / "quickstart.yaml", "--trials", "3",
-                   "--runs-dir", runs, timeout=1800)
+    proc = run_cli(
+        "search",
+        REPO / "configs" / "quickstart.yaml",
+        "--trials",
+        "3",
+        "--runs-dir",
+        runs,
+        timeout=1800,
+    )
     assert proc.returncode == 0, proc.stderr
     trials = pd.read_csv(runs / "quickstart" / "trials.csv")
     assert (trials["state"] == "COMPLETE").all() and len(trials) == 3
