@@ -40,6 +40,8 @@ log = logging.getLogger("nas.search")
 DIRECTIONS: list[StudyDirection] = [StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE]
 METRIC_NAMES = ("accuracy", "latency_p50_ms")
 INTERRUPTED = "interrupted"
+# Trial attributes the loop itself sets; everything else on a completed trial is its outcome.
+LOOP_ATTRS = frozenset({INTERRUPTED, "retry_of", "duplicate_of", "failure_reason"})
 
 
 def _evenly_spaced(values: tuple[Any, ...]) -> bool:
@@ -114,7 +116,11 @@ def is_finished(trial: FrozenTrial) -> bool:
 
 
 def recover_interrupted(study: optuna.Study) -> int:
-    """Mark trials left RUNNING by a dead process as failed and queue their candidates again."""
+    """Mark trials left RUNNING by a dead process as failed and queue their candidates again.
+
+    Only safe while holding the run's lock: then no live process owns a RUNNING trial. Optuna has
+    no public call that sets attributes on a trial another process started, hence the storage.
+    """
     storage = study._storage
     recovered = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -203,10 +209,10 @@ class SearchLoop:
         self.reporter.trial_started(trial.number, text)
         if text in known:
             original = known[text]
-            attrs = dict(original.user_attrs)
-            attrs["duplicate_of"] = attrs.get("duplicate_of", original.number)
+            attrs = {k: v for k, v in original.user_attrs.items() if k not in LOOP_ATTRS}
+            attrs["duplicate_of"] = original.number
             self._tell(trial, attrs)
-            return f"same candidate as trial {attrs['duplicate_of']}; reused its results"
+            return f"same candidate as trial {original.number}; reused its results"
         outcome = self.evaluator(
             candidate,
             weights_path=self.run.weights_path(trial.number),
