@@ -88,9 +88,9 @@ class ProxySplits:
             return self
         return ProxySplits(
             dataset=self.dataset,
-            train_x=_resize(self.train_x, size),
+            train_x=resize_images(self.train_x, size),
             train_y=self.train_y,
-            val_x=_resize(self.val_x, size),
+            val_x=resize_images(self.val_x, size),
             val_y=self.val_y,
             mean=self.mean,
             std=self.std,
@@ -98,7 +98,7 @@ class ProxySplits:
         )
 
 
-def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
+def resize_images(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(
         x, size=(size, size), mode="bilinear", align_corners=False, antialias=size < x.shape[-1]
     )
@@ -122,10 +122,14 @@ def _read_idx(path: Path) -> np.ndarray:
     return data.reshape(dims)
 
 
-def _fashion_mnist(path: Path | None) -> ImageDataset:
+def load_fashion_mnist(path: Path | None = None, split: str = "train") -> ImageDataset:
+    """Fashion-MNIST's 60k training or 10k test images. Searches use only the training file;
+    the test file stays untouched for final evaluation."""
     root = path or FASHION_MNIST_DIR
+    prefix = {"train": "train", "test": "t10k"}[split]
     files = {
-        kind: root / f"train-{kind}-idx{n}-ubyte.gz" for kind, n in (("images", 3), ("labels", 1))
+        kind: root / f"{prefix}-{kind}-idx{n}-ubyte.gz"
+        for kind, n in (("images", 3), ("labels", 1))
     }
     missing = [str(p) for p in files.values() if not p.is_file()]
     if missing:
@@ -147,7 +151,7 @@ def _fashion_mnist(path: Path | None) -> ImageDataset:
         "Ankle boot",
     )
     return ImageDataset(
-        "fashion_mnist",
+        "fashion_mnist" if split == "train" else "fashion_mnist_test",
         torch.from_numpy(images.copy()).unsqueeze(1),
         torch.from_numpy(labels.astype(np.int64)),
         classes,
@@ -242,7 +246,7 @@ def _image_folder(path: Path | None, size: int | None, channels: int | None) -> 
 def load_dataset(cfg: DataConfig) -> ImageDataset:
     """Load the configured dataset into memory; `DatasetError` says how to fix a missing one."""
     if cfg.dataset == "fashion_mnist":
-        return _fashion_mnist(cfg.path)
+        return load_fashion_mnist(cfg.path)
     if cfg.dataset == "digits":
         return _digits()
     if cfg.dataset == "npz":
