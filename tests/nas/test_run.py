@@ -42,8 +42,7 @@ def test_check_refuses_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
 
 def test_lock_is_exclusive_and_released(tmp_path: Path) -> None:
     run = Run(tmp_path / "r")
-    with run.lock():
-        with pytest.raises(RunError, match="in use by another"), run.lock():
-            pass
+    with run.lock(), pytest.raises(RunError, match="in use by another"), run.lock():
+        pass
     with run.lock():  # released after the first holder left
         pass

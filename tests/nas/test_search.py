@@ -135,7 +135,11 @@ def _wait_for_running_after_complete(db: Path, proc: subprocess.Popen[str]) -> N
     raise AssertionError("search never reached a second trial")
 
 
-def test_kill_9_then_rerun_resumes_exactly(tmp_path: Path) -> None:
+def _search_stopped_mid_trial(tmp_path: Path, sig: int) -> tuple[Path, Path, int, str]:
+    """Start a 4-trial search, send `sig` during its second trial, and wait for it to end.
+
+    Returns the config, the runs folder, the exit code and what the search wrote to stderr.
+    """
     config = tmp_path / "c.yaml"
     config.write_text(
         yaml.safe_dump(
@@ -145,16 +149,14 @@ def test_kill_9_then_rerun_resumes_exactly(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     proc = _spawn(config, runs)
     _wait_for_running_after_complete(runs / "small" / "study.db", proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    before = {
-        t.number: t.user_attrs["candidate"]
-        for t in _study(runs / "small").trials
-        if t.state.name == "COMPLETE"
-    }
-    killed = [t for t in _study(runs / "small").trials if t.state.name == "RUNNING"]
-    assert len(killed) == 1
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    return config, runs, proc.returncode, err
 
+
+def _rerun_and_check_exact_resume(
+    config: Path, runs: Path, before: dict[int, str], interrupted_number: int
+) -> None:
     rerun = _spawn(config, runs)
     _out, err = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, err
@@ -164,32 +166,40 @@ def test_kill_9_then_rerun_resumes_exactly(tmp_path: Path) -> None:
     for number, candidate in before.items():  # kept, not redone
         assert trials[number].state.name == "COMPLETE"
         assert trials[number].user_attrs["candidate"] == candidate
-    interrupted = trials[killed[0].number]
+    interrupted = trials[interrupted_number]
     assert interrupted.state.name == "FAIL" and interrupted.user_attrs["interrupted"]
     retried = [t for t in complete if t.user_attrs.get("retry_of") == interrupted.number]
     assert len(retried) == 1 and retried[0].params == interrupted.params
     assert len(pd.read_csv(runs / "small" / "trials.csv")) == len(trials)
 
 
+def _completed(runs: Path) -> dict[int, str]:
+    return {
+        t.number: t.user_attrs["candidate"]
+        for t in _study(runs / "small").trials
+        if t.state.name == "COMPLETE"
+    }
+
+
+def test_kill_9_then_rerun_resumes_exactly(tmp_path: Path) -> None:
+    config, runs, code, _ = _search_stopped_mid_trial(tmp_path, signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    killed = [t for t in _study(runs / "small").trials if t.state.name == "RUNNING"]
+    assert len(killed) == 1  # nothing could mark it: the rerun must
+    _rerun_and_check_exact_resume(config, runs, _completed(runs), killed[0].number)
+
+
 def test_ctrl_c_stops_cleanly_with_a_resume_hint(tmp_path: Path) -> None:
-    config = tmp_path / "c.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            deep_update(SMALL_CONFIG, {"search": {"n_trials": 4}, "training": {"epochs": 3}})
-        )
-    )
-    runs = tmp_path / "runs"
-    proc = _spawn(config, runs)
-    _wait_for_running_after_complete(runs / "small" / "study.db", proc)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 2
+    config, runs, code, err = _search_stopped_mid_trial(tmp_path, signal.SIGINT)
+    assert code == 2
     assert f"resume with: nas search {config} --name small --runs-dir {runs}" in err
     trials = _study(runs / "small").trials
-    assert trials[-1].user_attrs.get("retry_of") is not None or any(
-        t.state.name == "WAITING" for t in trials
-    )
+    stopped = [t for t in trials if t.state.name == "FAIL"]
+    assert len(stopped) == 1 and stopped[0].user_attrs["interrupted"]
+    queued = [t for t in trials if t.state.name == "WAITING"]
+    assert [t.user_attrs["retry_of"] for t in queued] == [stopped[0].number]
     assert (runs / "small" / "pareto.html").is_file()
+    _rerun_and_check_exact_resume(config, runs, _completed(runs), stopped[0].number)
 
 
 def test_second_search_on_a_busy_run_is_refused(tmp_path: Path) -> None:
