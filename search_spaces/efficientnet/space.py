@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import itertools
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ from search_spaces.efficientnet.candidate import (
     StageSpec,
 )
 from search_spaces.efficientnet.config import CompoundScaling, EfficientNetSpaceConfig
+from search_spaces.efficientnet.operators import Operator, operators
 from search_spaces.efficientnet.scaling import CompoundCoefficients, compound_scale
 
 _ACT_NAMES = tuple(ACTIVATIONS)
@@ -219,3 +221,50 @@ class EfficientNetSpace:
             input_size=input_size,
             min_feature_size=self.config.min_feature_size,
         )
+
+    # -- operators (latency tables) ---------------------------------------------------------
+
+    def operators(
+        self,
+        candidate: EfficientNetCandidate,
+        num_classes: int,
+        in_chans: int,
+        model: nn.Module | None = None,
+    ) -> list[Operator]:
+        """The operators of the deployment network, each with its module and table key."""
+        if model is None:
+            model = self.build(candidate, num_classes, in_chans)
+        return operators(candidate, model)  # type: ignore[arg-type]
+
+    def covering_candidates(self) -> Iterator[EfficientNetCandidate]:
+        """A few candidates whose operators, together, are every operator of the space.
+
+        A block's key depends only on the scaling (its input side and channels) and its own
+        stage's choices; depth and repeats only say how many copies there are. So for each
+        scaling, candidate j gives every stage its j-th combination of choices, with the most
+        repeats, and the stem/head its j-th activation.
+        """
+        scaling_dims = [d for d in self._dims if d.name in ("phi", "width", "resolution")]
+        fixed: dict[str, Any] = {}
+        if not self._compound:
+            fixed["depth"] = max(self._by_name["depth"].values)
+        per_stage: list[list[dict[str, Any]]] = []
+        for i in range(len(self.base)):
+            names = [
+                n
+                for n in (f"s{i}_kernel", f"s{i}_expansion", f"s{i}_se", f"s{i}_act")
+                if n in self._by_name
+            ]
+            product = itertools.product(*(self._by_name[n].values for n in names))
+            per_stage.append([dict(zip(names, c, strict=True)) for c in product])
+            fixed[f"s{i}_repeats_delta"] = max(self._by_name[f"s{i}_repeats_delta"].values)
+        acts = self._by_name["act"].values
+        n = max(len(acts), *(len(c) for c in per_stage))
+        for scaling in itertools.product(*(d.values for d in scaling_dims)):
+            params = dict(fixed)
+            params.update(zip((d.name for d in scaling_dims), scaling, strict=True))
+            for j in range(n):
+                params["act"] = acts[j % len(acts)]
+                for combos in per_stage:
+                    params.update(combos[j % len(combos)])
+                yield self.from_params(params)

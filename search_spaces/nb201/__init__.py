@@ -1,0 +1,5 @@
+"""The NAS-Bench-201 cell space: a fixed macro skeleton, a searched 4-node cell."""
+
+from search_spaces.nb201.space import NB201_OPS, NB201Cell, NB201Space
+
+__all__ = ["NB201_OPS", "NB201Cell", "NB201Space"]
