@@ -2,7 +2,7 @@
 # Make sure this checkout has what it needs, installing only what is missing:
 #   - the proxy dataset, Debian's dataset-fashion-mnist package;
 #   - a virtual environment in .venv with the project and its dev tools installed
-#     (reinstalled when pyproject.toml changes).
+#     (reinstalled when pyproject.toml or this file changes).
 # Sourced by scripts/quickstart and scripts/test.
 set -euo pipefail
 
@@ -34,11 +34,11 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 
-STAMP="$VENV/.installed-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
+STAMP="$VENV/.installed-$(cat "$ROOT/pyproject.toml" "$ROOT/scripts/env.sh" | sha256sum | cut -c1-16)"
 if [ ! -f "$STAMP" ]; then
   echo "==> installing the project into $VENV (torch takes about 2 minutes)" >&2
   "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -e "$ROOT[dev]"
+  "$VENV/bin/python" -m pip install -q -e "$ROOT[dev,openvino]"
   rm -f "$VENV"/.installed-*
   touch "$STAMP"
 fi

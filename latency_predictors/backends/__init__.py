@@ -11,6 +11,8 @@ __all__ = ["BACKENDS", "LatencyBackend", "LatencyResult", "make_backend"]
 # Backend name -> import path of its class; imported only when used.
 BACKENDS: dict[str, str] = {
     "onnxruntime": "latency_predictors.backends.onnxruntime:OnnxRuntimeBackend",
+    "openvino": "latency_predictors.backends.openvino:OpenVinoBackend",
+    "tensorrt": "latency_predictors.backends.tensorrt:TensorRtBackend",
 }
 
 

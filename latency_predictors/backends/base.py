@@ -18,7 +18,9 @@ class LatencyResult:
     """One model's latency on one device, in milliseconds.
 
     A failed measurement carries `error` and NaN figures instead of raising, so a sweep over
-    many models goes on (timm's ``benchmark.py`` does the same).
+    many models goes on (timm's ``benchmark.py`` does the same). `source` says whether the
+    figures were ``measured`` or ``predicted``; `predicted_ms` and `uncertainty` (the predictor's
+    std over its prediction) are set whenever a predictor was asked.
     """
 
     device: Device
@@ -30,6 +32,9 @@ class LatencyResult:
     n_runs: int
     warmup: int
     error: str | None = None
+    source: str = "measured"
+    predicted_ms: float | None = None
+    uncertainty: float | None = None
 
     @property
     def ok(self) -> bool:

@@ -1,0 +1,143 @@
+"""OpenVINO on the CPU: fp32, bf16 and int8.
+
+bf16 is OpenVINO's inference-precision hint (the CPU plugin runs bf16 kernels where the CPU has
+AVX512-BF16 or AMX, and refuses the hint elsewhere). int8 needs a quantized graph: the fp32 ONNX
+model is statically quantized to QDQ form with ONNX Runtime's quantization tools (per-channel
+weights, calibrated on random inputs, which is enough for timing), and OpenVINO's CPU plugin
+runs the QDQ pairs as int8 kernels.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latency_predictors.backends.base import LatencyResult, summarize, time_calls
+from latency_predictors.device import Device, cpu_description
+
+PRECISIONS = ("fp32", "bf16", "int8")
+
+
+class OpenVinoBackend:
+    """Times an ONNX model with OpenVINO's CPU plugin, latency hint, a fixed thread count."""
+
+    def __init__(
+        self,
+        *,
+        name: str = "cpu-ov-fp32",
+        threads: int = 1,
+        warmup: int = 10,
+        repeats: int = 50,
+        batch_size: int = 1,
+        precision: str = "fp32",
+    ) -> None:
+        try:
+            import openvino as ov
+        except ImportError:
+            raise RuntimeError(
+                "the openvino backend needs the 'openvino' package: pip install -e '.[openvino]'"
+            ) from None
+        if precision not in PRECISIONS:
+            raise ValueError(f"openvino precision {precision!r} unknown; allowed: {PRECISIONS}")
+        if threads < 1 or warmup < 0 or repeats < 3 or batch_size < 1:
+            raise ValueError(
+                f"need threads >= 1, warmup >= 0, repeats >= 3 and batch_size >= 1; got "
+                f"threads={threads}, warmup={warmup}, repeats={repeats}, batch_size={batch_size}"
+            )
+        self._ov = ov
+        self._core = ov.Core()
+        if precision == "bf16":
+            caps = self._core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+            if "BF16" not in caps:
+                raise RuntimeError(
+                    f"this CPU has no bf16 support in OpenVINO (capabilities: {', '.join(caps)})"
+                )
+        self.threads, self.warmup, self.repeats = threads, warmup, repeats
+        self.precision = precision
+        self._device = Device(
+            name=name,
+            hardware=cpu_description(),
+            runtime="openvino",
+            runtime_version=ov.get_version().split("-")[0],
+            precision=precision,
+            batch_size=batch_size,
+            threads=threads,
+        )
+
+    @property
+    def device(self) -> Device:
+        return self._device
+
+    def compile(self, onnx_path: Path) -> Any:
+        """A compiled model with this backend's settings."""
+        hints = self._ov.properties.hint
+        config = {
+            hints.performance_mode: hints.PerformanceMode.LATENCY,
+            self._ov.properties.inference_num_threads: self.threads,
+            hints.inference_precision: self._ov.Type.bf16
+            if self.precision == "bf16"
+            else self._ov.Type.f32,
+        }
+        return self._core.compile_model(str(onnx_path), "CPU", config)
+
+    def measure(self, onnx_path: Path, input_shape: tuple[int, ...]) -> LatencyResult:
+        try:
+            with tempfile.TemporaryDirectory(prefix="nas-ov-") as tmp:
+                path = onnx_path
+                if self.precision == "int8":
+                    path = quantize_for_timing(onnx_path, input_shape, Path(tmp) / "int8.onnx")
+                compiled = self.compile(path)
+            request = compiled.create_infer_request()
+            x = np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)
+            times = time_calls(
+                lambda: request.infer({0: x}), warmup=self.warmup, repeats=self.repeats
+            )
+        except Exception as e:  # openvino raises its own exception types
+            return LatencyResult.failed(self._device, f"{type(e).__name__}: {e}", self.warmup)
+        return summarize(times, self._device, self.warmup)
+
+
+def quantize_for_timing(
+    onnx_path: Path, input_shape: tuple[int, ...], out: Path, *, batches: int = 4
+) -> Path:
+    """Static int8 QDQ quantization of an ONNX model, calibrated on random inputs.
+
+    The weights and activation ranges are real (from the model and random data); the result is
+    for timing only, never for accuracy.
+    """
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    rng = np.random.default_rng(0)
+    data = [rng.standard_normal(input_shape).astype(np.float32) for _ in range(batches)]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self, name: str) -> None:
+            self.items = iter([{name: x} for x in data])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.items, None)
+
+    import onnx
+
+    name = onnx.load(str(onnx_path), load_external_data=False).graph.input[0].name
+    pre = out.with_name("pre.onnx")
+    quant_pre_process(str(onnx_path), str(pre), skip_symbolic_shape=True)
+    quantize_static(
+        str(pre),
+        str(out),
+        Reader(name),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
+    return out

@@ -1,0 +1,142 @@
+"""TensorRT on an NVIDIA GPU: fp32, fp16 and int8 engines built from the ONNX model.
+
+Needs the optional ``tensorrt`` package and a CUDA GPU that torch can see; without either,
+constructing the backend fails with a message that says which is missing. Buffers live in torch
+CUDA tensors, so no pycuda is needed. Timing uses CUDA events around each enqueue and
+synchronises after every call, so a number is the latency of one inference, not a throughput.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latency_predictors.backends.base import LatencyResult, summarize
+from latency_predictors.device import Device
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def gpu_unavailable_reason() -> str | None:
+    """Why TensorRT cannot run here, or None when it can."""
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return "the tensorrt backend needs the 'tensorrt' package: pip install -e '.[tensorrt]'"
+    import torch
+
+    if not torch.cuda.is_available():
+        return "the tensorrt backend needs an NVIDIA GPU, and torch sees no CUDA device here"
+    return None
+
+
+class TensorRtBackend:
+    """Builds a TensorRT engine per model and times it on GPU 0."""
+
+    def __init__(
+        self,
+        *,
+        name: str = "gpu-trt-fp16",
+        threads: int = 1,
+        warmup: int = 10,
+        repeats: int = 50,
+        batch_size: int = 1,
+        precision: str = "fp16",
+        workspace_mib: int = 1024,
+    ) -> None:
+        reason = gpu_unavailable_reason()
+        if reason is not None:
+            raise RuntimeError(reason)
+        if precision not in PRECISIONS:
+            raise ValueError(f"tensorrt precision {precision!r} unknown; allowed: {PRECISIONS}")
+        if warmup < 0 or repeats < 3 or batch_size < 1:
+            raise ValueError(
+                f"need warmup >= 0, repeats >= 3 and batch_size >= 1; got warmup={warmup}, "
+                f"repeats={repeats}, batch_size={batch_size}"
+            )
+        import tensorrt as trt
+        import torch
+
+        self._trt, self._torch = trt, torch
+        self.warmup, self.repeats, self.precision = warmup, repeats, precision
+        self.workspace_mib = workspace_mib
+        self._logger = trt.Logger(trt.Logger.ERROR)
+        self._device = Device(
+            name=name,
+            hardware=torch.cuda.get_device_name(0),
+            runtime="tensorrt",
+            runtime_version=trt.__version__,
+            precision=precision,
+            batch_size=batch_size,
+            threads=threads,
+        )
+
+    @property
+    def device(self) -> Device:
+        return self._device
+
+    def build_engine(self, onnx_path: Path, input_shape: tuple[int, ...]) -> Any:
+        """A deserialized engine for `onnx_path` at a fixed `input_shape`."""
+        trt = self._trt
+        builder = trt.Builder(self._logger)
+        network = builder.create_network(0)
+        parser = trt.OnnxParser(network, self._logger)
+        if not parser.parse(Path(onnx_path).read_bytes()):
+            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise RuntimeError(f"TensorRT cannot parse {onnx_path}: {errors}")
+        config = builder.create_builder_config()
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, self.workspace_mib << 20)
+        if self.precision == "fp16":
+            config.set_flag(trt.BuilderFlag.FP16)
+        elif self.precision == "int8":
+            # Timing only: without a calibrator TensorRT uses placeholder dynamic ranges, which
+            # gives int8 kernels and int8 speed but not int8 accuracy.
+            config.set_flag(trt.BuilderFlag.INT8)
+            config.set_flag(trt.BuilderFlag.FP16)
+            for i in range(network.num_layers):
+                layer = network.get_layer(i)
+                for j in range(layer.num_outputs):
+                    layer.get_output(j).dynamic_range = (-4.0, 4.0)
+            for i in range(network.num_inputs):
+                network.get_input(i).dynamic_range = (-4.0, 4.0)
+        profile = builder.create_optimization_profile()
+        name = network.get_input(0).name
+        profile.set_shape(name, input_shape, input_shape, input_shape)
+        config.add_optimization_profile(profile)
+        serialized = builder.build_serialized_network(network, config)
+        if serialized is None:
+            raise RuntimeError(f"TensorRT could not build an engine for {onnx_path}")
+        return trt.Runtime(self._logger).deserialize_cuda_engine(serialized)
+
+    def measure(self, onnx_path: Path, input_shape: tuple[int, ...]) -> LatencyResult:
+        torch = self._torch
+        try:
+            engine = self.build_engine(onnx_path, input_shape)
+            context = engine.create_execution_context()
+            tensors = {}
+            for i in range(engine.num_io_tensors):
+                name = engine.get_tensor_name(i)
+                if engine.get_tensor_mode(name) == self._trt.TensorIOMode.INPUT:
+                    context.set_input_shape(name, input_shape)
+                shape = tuple(context.get_tensor_shape(name))
+                tensors[name] = torch.randn(shape, device="cuda", dtype=torch.float32)
+                context.set_tensor_address(name, tensors[name].data_ptr())
+            stream = torch.cuda.Stream()
+            times = np.empty(self.repeats, dtype=np.float64)
+            with torch.cuda.stream(stream):
+                for _ in range(self.warmup):
+                    context.execute_async_v3(stream.cuda_stream)
+                stream.synchronize()
+                for i in range(self.repeats):
+                    start = torch.cuda.Event(enable_timing=True)
+                    end = torch.cuda.Event(enable_timing=True)
+                    start.record(stream)
+                    context.execute_async_v3(stream.cuda_stream)
+                    end.record(stream)
+                    end.synchronize()
+                    times[i] = start.elapsed_time(end)
+        except Exception as e:  # tensorrt and CUDA raise their own exception types
+            return LatencyResult.failed(self._device, f"{type(e).__name__}: {e}", self.warmup)
+        return summarize(times, self._device, self.warmup)

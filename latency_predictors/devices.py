@@ -1,0 +1,80 @@
+"""Named devices: which backend measures each, or which latency table describes it.
+
+A built-in device is a runtime and precision on this machine (``cpu-ort-fp32``,
+``cpu-ov-int8``, ``gpu-trt-fp16`` ...). Any other device name is known only through a latency
+table: a file dropped into ``latency_predictors/tables/`` or named by path in a config. Searches
+on such a device run on predicted latency alone.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from latency_predictors.backends import LatencyBackend, make_backend
+from nas.errors import LatencyError
+
+TABLES_DIR = Path(__file__).parent / "tables"
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltinDevice:
+    """A device this project can measure on, given its runtime and hardware."""
+
+    name: str
+    backend: str
+    precision: str
+    description: str
+
+    def unavailable_reason(self) -> str | None:
+        """Why this device cannot be measured on this machine, or None when it can."""
+        if self.backend == "openvino" and importlib.util.find_spec("openvino") is None:
+            return "needs the 'openvino' package: pip install -e '.[openvino]'"
+        if self.backend == "tensorrt":
+            from latency_predictors.backends.tensorrt import gpu_unavailable_reason
+
+            return gpu_unavailable_reason()
+        return None
+
+
+BUILTIN_DEVICES: dict[str, BuiltinDevice] = {
+    d.name: d
+    for d in (
+        BuiltinDevice("cpu-ort-fp32", "onnxruntime", "fp32", "ONNX Runtime, CPU provider, fp32"),
+        BuiltinDevice("cpu-ov-fp32", "openvino", "fp32", "OpenVINO CPU plugin, fp32"),
+        BuiltinDevice("cpu-ov-bf16", "openvino", "bf16", "OpenVINO CPU plugin, bf16 hint"),
+        BuiltinDevice("cpu-ov-int8", "openvino", "int8", "OpenVINO CPU plugin, int8 QDQ model"),
+        BuiltinDevice("gpu-trt-fp32", "tensorrt", "fp32", "TensorRT engine on an NVIDIA GPU"),
+        BuiltinDevice("gpu-trt-fp16", "tensorrt", "fp16", "TensorRT fp16 engine, NVIDIA GPU"),
+        BuiltinDevice("gpu-trt-int8", "tensorrt", "int8", "TensorRT int8 engine, NVIDIA GPU"),
+    )
+}
+
+
+def measurement_backend(
+    device: str, *, threads: int, warmup: int, repeats: int, batch_size: int
+) -> LatencyBackend:
+    """The backend that measures `device` here; `LatencyError` if none can."""
+    spec = BUILTIN_DEVICES.get(device)
+    if spec is None:
+        raise LatencyError(
+            f"device {device!r} has no measurement backend on this machine; measurable "
+            f"devices: {', '.join(BUILTIN_DEVICES)} (use latency.mode: predicted with a table "
+            "for other hardware)"
+        )
+    reason = spec.unavailable_reason()
+    if reason is not None:
+        raise LatencyError(f"device {device!r} cannot be measured here: {reason}")
+    try:
+        return make_backend(
+            spec.backend,
+            name=spec.name,
+            threads=threads,
+            warmup=warmup,
+            repeats=repeats,
+            batch_size=batch_size,
+            precision=spec.precision,
+        )
+    except (RuntimeError, ValueError) as e:
+        raise LatencyError(f"device {device!r}: {e}") from None

@@ -1,0 +1,87 @@
+"""Whole-candidate latency: build at the deployment shape, export to ONNX, time, cache."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from latency_predictors.backends import LatencyBackend, LatencyResult
+from latency_predictors.cache import LatencyCache
+from nas.config import DeploymentConfig
+from nas.errors import LatencyError
+from nas.onnx_io import export_onnx
+
+Progress = Callable[[str, int, int], None]
+
+
+def _quiet(_: str, __: int, ___: int) -> None:
+    return None
+
+
+def deployment_shape(
+    space: Any, candidate: Any, deployment: DeploymentConfig
+) -> tuple[int, int, int, int]:
+    side = space.resolution(candidate)
+    return deployment.batch_size, deployment.channels, side, side
+
+
+def measure_candidate(
+    space: Any,
+    candidate: Any,
+    backend: LatencyBackend,
+    deployment: DeploymentConfig,
+    *,
+    cache: LatencyCache | None = None,
+    model: nn.Module | None = None,
+) -> tuple[LatencyResult, bool]:
+    """Latency of `candidate` at the deployment shape, and whether it came from `cache`.
+
+    Args:
+        space: The candidate's search space.
+        candidate: What to measure.
+        backend: The device's measurement backend.
+        deployment: The deployment shape.
+        cache: Persistent cache of earlier measurements, or None.
+        model: The candidate's deployment-shape network, if the caller has built it.
+    """
+    shape = deployment_shape(space, candidate, deployment)
+    key = f"{space.name}:{space.encode(candidate)}@{'x'.join(map(str, shape))}"
+    if deployment.num_classes != 1000:
+        key += f"/{deployment.num_classes}"
+    if cache is not None:
+        hit = cache.get(backend.device, key)
+        if hit is not None:
+            return hit, True
+    if model is None:
+        model = space.build(candidate, deployment.num_classes, deployment.channels)
+    with tempfile.TemporaryDirectory(prefix="nas-latency-") as tmp:
+        path = export_onnx(model, shape, Path(tmp) / "model.onnx")
+        result = backend.measure(path, shape)
+    if not result.ok:
+        raise LatencyError(f"latency measurement failed on {result.device.name}: {result.error}")
+    if cache is not None:
+        cache.put(key, result)
+    return result, False
+
+
+def measure_candidates(
+    space: Any,
+    candidates: Sequence[Any],
+    backend: LatencyBackend,
+    deployment: DeploymentConfig,
+    *,
+    cache: LatencyCache | None = None,
+    progress: Progress = _quiet,
+    what: str = "measuring candidates",
+) -> list[LatencyResult]:
+    """`measure_candidate` over many candidates, reporting progress."""
+    results = []
+    for i, cand in enumerate(candidates):
+        progress(f"{what} on {backend.device.name}", i, len(candidates))
+        results.append(measure_candidate(space, cand, backend, deployment, cache=cache)[0])
+    progress(f"{what} on {backend.device.name}", len(candidates), len(candidates))
+    return results

@@ -1,0 +1,202 @@
+"""Profile a device into a latency table: every operator a search space can produce.
+
+Each distinct operator is exported to ONNX on its own at the deployment shape and timed by the
+device's backend. Then a few random whole candidates are timed as well (the table's
+calibration), so a predictor can fit what the per-operator sum misses. Progress goes to a
+``.partial.jsonl`` file beside the output, one line per measurement, so an interrupted profile
+resumes where it stopped; the table itself is written only at the end, atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from latency_predictors.backends import LatencyBackend, LatencyResult
+from latency_predictors.table import Calibration, write_table
+from nas.errors import LatencyError, TableError
+from nas.onnx_io import export_onnx
+from search_spaces.efficientnet.operators import OperatorKey
+
+Progress = Callable[[str, int, int], None]
+
+
+def _quiet(_: str, __: int, ___: int) -> None:
+    return None
+
+
+def partial_path(out: Path) -> Path:
+    return out.with_name(out.stem + ".partial.jsonl")
+
+
+def _read_partial(path: Path, header: dict[str, Any]) -> list[dict[str, Any]]:
+    """Records of an earlier, interrupted profile with the same header; [] if there is none."""
+    if not path.is_file():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        found = json.loads(lines[0]) if lines else None
+    except json.JSONDecodeError:
+        found = None
+    if found != header:
+        raise TableError(
+            f"{path} holds an interrupted profile of another device, space or shape; delete it "
+            "or choose another --out"
+        )
+    records = []
+    for line in lines[1:]:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:  # the last line of a killed run may be cut short
+            break
+    return records
+
+
+def _measure(
+    backend: LatencyBackend, module: torch.nn.Module, shape: tuple[int, ...], what: str
+) -> LatencyResult:
+    with tempfile.TemporaryDirectory(prefix="nas-profile-") as tmp:
+        path = export_onnx(module, shape, Path(tmp) / "op.onnx")
+        result = backend.measure(path, shape)
+    if not result.ok:
+        raise LatencyError(f"measuring {what} on {result.device.name} failed: {result.error}")
+    return result
+
+
+def _stats(result: LatencyResult, start: float) -> dict[str, Any]:
+    return {
+        "seconds": time.perf_counter() - start,
+        "mean_ms": result.mean_ms,
+        "p50_ms": result.p50_ms,
+        "p90_ms": result.p90_ms,
+        "std_ms": result.std_ms,
+        "n_runs": result.n_runs,
+    }
+
+
+def profile_space(
+    space: Any,
+    backend: LatencyBackend,
+    out: Path,
+    *,
+    num_classes: int,
+    in_chans: int,
+    space_config: dict[str, Any],
+    calibration: int = 20,
+    seed: int = 0,
+    progress: Progress = _quiet,
+) -> Path:
+    """Measure every operator of `space` on `backend` and write the table to `out`.
+
+    Args:
+        space: A search space with `covering_candidates` and `operators`.
+        backend: The device's measurement backend.
+        out: Table path (``.csv``); the side file goes beside it.
+        num_classes: Classifier outputs at the deployment shape.
+        in_chans: Input channels at the deployment shape.
+        space_config: The space's config, stored in the metadata.
+        calibration: Random whole candidates to time for the table's calibration.
+        seed: Seed for choosing those candidates.
+        progress: Called with (phase, done, total).
+    """
+    if not hasattr(space, "covering_candidates"):
+        raise TableError(f"search space {space.name!r} has no operator table support")
+    out = Path(out)
+    if out.suffix != ".csv":
+        raise TableError(f"--out {out}: a latency table is written as a .csv file")
+    device = backend.device
+    batch = device.batch_size
+    deployment = {"batch_size": batch, "channels": in_chans, "num_classes": num_classes}
+    space_meta = {"name": space.name, "config": space_config}
+    header = {
+        "device": device.to_dict(),
+        "space": space_meta,
+        "deployment": deployment,
+        "calibration": calibration,
+        "seed": seed,
+    }
+    partial = partial_path(out)
+    records = _read_partial(partial, header)
+    done_ops = {OperatorKey(*r["key"]) for r in records if r["kind"] == "op"}
+    done_cal = {r["candidate"] for r in records if r["kind"] == "calibration"}
+
+    covering = list(space.covering_candidates())
+    keys: set[OperatorKey] = set()
+    for i, cand in enumerate(covering):
+        progress("listing operators", i, len(covering))
+        keys.update(op.key for op in space.operators(cand, num_classes, in_chans))
+    progress("listing operators", len(covering), len(covering))
+    rng = np.random.default_rng(seed)
+    calibration_set = [space.sample(rng) for _ in range(calibration)]
+    total = len(keys) + len(calibration_set)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with partial.open("a", encoding="utf-8") as log:
+        if not records:
+            log.write(json.dumps(header) + "\n")
+
+        def record(item: dict[str, Any]) -> None:
+            records.append(item)
+            log.write(json.dumps(item) + "\n")
+            log.flush()
+
+        done = len(done_ops) + len(done_cal)
+        for cand in covering:
+            ops = [
+                op for op in space.operators(cand, num_classes, in_chans) if op.key not in done_ops
+            ]
+            for op in ops:
+                if op.key in done_ops:  # the same operator twice in one network
+                    continue
+                progress(f"operators on {device.name}", done, total)
+                start = time.perf_counter()
+                result = _measure(backend, op.module, op.input_shape(batch), op.key.op)
+                record({"kind": "op", "key": list(op.key.as_tuple()), **_stats(result, start)})
+                done_ops.add(op.key)
+                done += 1
+        for cand in calibration_set:
+            text = space.encode(cand)
+            if text in done_cal:
+                continue
+            progress(f"whole candidates on {device.name}", done, total)
+            start = time.perf_counter()
+            model = space.build(cand, num_classes, in_chans)
+            side = space.resolution(cand)
+            result = _measure(backend, model, (batch, in_chans, side, side), "a candidate")
+            record({"kind": "calibration", "candidate": text, **_stats(result, start)})
+            done_cal.add(text)
+            done += 1
+        progress(f"profiled {device.name}", total, total)
+
+    rows = [
+        {
+            **dict(zip(OperatorKey.columns(), r["key"], strict=True)),
+            "precision": device.precision,
+            **{k: r[k] for k in ("mean_ms", "p50_ms", "p90_ms", "std_ms", "n_runs")},
+        }
+        for r in records
+        if r["kind"] == "op"
+    ]
+    cal = [
+        Calibration(r["candidate"], r["p50_ms"], r["p90_ms"], r["mean_ms"], r["std_ms"])
+        for r in records
+        if r["kind"] == "calibration"
+    ]
+    write_table(
+        out,
+        rows,
+        device=device,
+        space=space_meta,
+        deployment=deployment,
+        calibration=cal,
+        profile_seconds=round(sum(r.get("seconds", 0.0) for r in records), 1),
+    )
+    partial.unlink()
+    return out
