@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from latency_predictors.backends import LatencyBackend, make_backend
+from nas.config import RunConfig
 from nas.errors import LatencyError
 
 TABLES_DIR = Path(__file__).parent / "tables"
@@ -78,3 +79,15 @@ def measurement_backend(
         )
     except (RuntimeError, ValueError) as e:
         raise LatencyError(f"device {device!r}: {e}") from None
+
+
+def config_backend(config: RunConfig, device: str | None = None) -> LatencyBackend:
+    """The backend for a run config's device (or `device`), with the config's settings."""
+    lat = config.latency
+    return measurement_backend(
+        device or lat.device,
+        threads=lat.threads,
+        warmup=lat.warmup,
+        repeats=lat.repeats,
+        batch_size=config.deployment.batch_size,
+    )

@@ -19,7 +19,7 @@ from torch import nn
 from latency_predictors.backends import LatencyBackend, LatencyResult
 from latency_predictors.cache import LatencyCache
 from latency_predictors.device import Device
-from latency_predictors.devices import BUILTIN_DEVICES, TABLES_DIR, measurement_backend
+from latency_predictors.devices import BUILTIN_DEVICES, TABLES_DIR, config_backend
 from latency_predictors.measure import measure_candidate
 from latency_predictors.predictors import LookupTablePredictor, load_predictor
 from latency_predictors.table import LatencyTable, find_tables, load_table
@@ -200,13 +200,7 @@ def latency_source(config: RunConfig, space: Any, runs_dir: Path) -> LatencySour
     lat = config.latency
     measured: MeasuredLatency | None = None
     if lat.mode != "predicted":
-        backend = measurement_backend(
-            lat.device,
-            threads=lat.threads,
-            warmup=lat.warmup,
-            repeats=lat.repeats,
-            batch_size=config.deployment.batch_size,
-        )
+        backend = config_backend(config)
         cache = LatencyCache(Path(runs_dir) / LATENCY_CACHE)
         measured = MeasuredLatency(space, backend, config.deployment, cache)
         if lat.mode == "measured":
@@ -214,6 +208,11 @@ def latency_source(config: RunConfig, space: Any, runs_dir: Path) -> LatencySour
     if lat.predictor == "lut":
         predictor, table = lookup_predictor(config, space)
         device = table.device
+        if measured is not None and table.device.hardware != measured.device.hardware:
+            raise TableError(
+                f"latency table {table.path}: profiled on {table.device.hardware}, but hybrid "
+                f"mode measures on {measured.device.hardware}; profile this machine"
+            )
         description = (
             f"predicted by the lookup table {table.path.name} ({len(table)} operators, "
             f"correction fitted on {predictor.n_fit_} whole models)"

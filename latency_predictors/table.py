@@ -3,7 +3,7 @@
 ``NAME.csv`` has one row per operator configuration::
 
     op,input_size,cin,cout,kernel,stride,expansion,se,act,precision,mean_ms,p50_ms,p90_ms,std_ms,n_runs
-    ir,56,24,40,5,2,6,0.25,silu,fp32,0.7731,0.7702,0.7910,0.0150,30
+    ir,56,8,16,5,2,6,0.25,silu,fp32,0.110122,0.105172,0.10988,0.0206778,50
 
 ``NAME.json`` holds the metadata: ``format`` (``hwnas-latency-table``), ``version``, ``unit``
 (``ms``), ``device`` (the full identity: name, hardware, runtime, runtime_version, precision,

@@ -20,7 +20,6 @@ from nas.errors import RunError
 from nas.run import Run, write_atomic
 
 DEFAULT_RUNS_DIR = Path("runs")
-LATENCY_CACHE = Path(".cache") / "latency.sqlite"
 
 
 @dataclass
@@ -65,7 +64,7 @@ def search(
     import optuna
     import torch
 
-    from latency_predictors import LatencyCache, make_backend
+    from latency_predictors.sources import HybridLatency, latency_source
     from nas.data import load_dataset, make_splits
     from nas.evaluate import Evaluator
     from nas.report import front_frame, trials_frame
@@ -77,16 +76,7 @@ def search(
     space = get_space(config.space.name, config.space)
     dataset = load_dataset(config.data)
     splits = make_splits(dataset, config.data, config.seed)
-    lat = config.latency
-    backend = make_backend(
-        lat.backend,
-        name=lat.device,
-        threads=lat.threads,
-        warmup=lat.warmup,
-        repeats=lat.repeats,
-        batch_size=config.deployment.batch_size,
-        precision=lat.precision,
-    )
+    latency = latency_source(config, space, runs_dir)
     run = Run.check(runs_dir, config)
 
     parts = ["nas", "search", str(config_path), "--name", config.name]
@@ -108,8 +98,7 @@ def search(
                 data=splits,
                 training=config.training,
                 deployment=config.deployment,
-                backend=backend,
-                cache=LatencyCache(runs_dir / LATENCY_CACHE),
+                latency=latency,
                 seed=config.seed,
             )
             loop = SearchLoop(
@@ -129,7 +118,10 @@ def search(
                     "std": list(splits.std),
                 },
             )
+            loop.study.set_user_attr("latency", latency.description)
             summary = loop.run_trials(config.search.n_trials, config.search.timeout)
+            if isinstance(latency, HybridLatency):
+                _remeasure_front(loop.study, space, latency, run, reporter)
             front = front_frame(trials_frame(loop.study))
         finally:
             logging.getLogger("nas").removeHandler(handler)
@@ -137,6 +129,35 @@ def search(
     return SearchResult(
         run, summary.finished, summary.target, front, summary.stopped_by_timeout, summary.seconds
     )
+
+
+def _remeasure_front(study: Any, space: Any, latency: Any, run: Run, reporter: Any) -> None:
+    """Measure every front member whose latency was predicted; store it beside the prediction."""
+    from nas.report import front_frame, trials_frame, write_plot, write_tables
+
+    front = front_frame(trials_frame(study))
+    todo = front[front["latency_source"] == "predicted"]
+    done = dict(study.user_attrs.get("front_measured", {}))
+    for i, r in enumerate(todo.itertuples()):
+        if str(r.number) in done:
+            continue
+        result, _ = latency.measured(space.decode(r.candidate))
+        if reporter is not None:
+            reporter.note(
+                f"front member {i + 1}/{len(todo)}, trial {r.number}: predicted "
+                f"{r.latency_p50_ms:.3f} ms, measured {result.p50_ms:.3f} ms"
+            )
+        done[str(r.number)] = {
+            "p50_ms": result.p50_ms,
+            "p90_ms": result.p90_ms,
+            "std_ms": result.std_ms,
+            "predicted_ms": r.latency_p50_ms,
+            "device": result.device.to_dict(),
+        }
+        study.set_user_attr("front_measured", done)
+    trials = trials_frame(study)
+    write_tables(run, trials)
+    write_plot(run, trials)
 
 
 def pareto(run_dir: str | Path, *, plot: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -168,3 +189,261 @@ def export(
     return export_trial(
         Run.open(run_dir), out=Path(out), number=trial, candidate=candidate, force=force
     )
+
+
+# -- devices, latency tables and predictors ---------------------------------------------------
+
+
+def _latency_config(
+    config_path: str | Path | None, space_name: str | None, device: str
+) -> RunConfig:
+    """The run config that names the space and deployment shape, with `device` as target."""
+    from nas.config import parse_config
+    from search_spaces import get_space
+
+    if config_path is not None:
+        config = load_config(config_path)
+        if space_name is not None and space_name != config.space.name:
+            raise RunError(
+                f"--space {space_name} contradicts {config_path}, whose space is "
+                f"{config.space.name}; give one of them"
+            )
+    else:
+        config = RunConfig()
+        if space_name is not None:
+            get_space(space_name)  # unknown names fail here with the registered ones listed
+            if space_name != config.space.name:
+                raise RunError(
+                    f"space {space_name!r} has no operator-level latency support; the "
+                    f"EfficientNet space has (--space {config.space.name})"
+                )
+    raw = config.model_dump(mode="json")
+    raw["latency"]["device"] = device
+    return parse_config(raw, source=str(config_path or "--device"))
+
+
+def profile_device(
+    device: str,
+    *,
+    config_path: str | Path | None = None,
+    space_name: str | None = None,
+    out: str | Path | None = None,
+    calibration: int = 20,
+    progress: Any = None,
+) -> Path:
+    """Profile `device` into a latency table; see `nas latency profile --help`."""
+    from latency_predictors.devices import TABLES_DIR, config_backend
+    from latency_predictors.profile import profile_space
+    from latency_predictors.sources import space_id
+    from search_spaces import get_space
+
+    config = _latency_config(config_path, space_name, device)
+    space = get_space(config.space.name, config.space)
+    backend = config_backend(config)
+    space_config = config.space.model_dump(mode="json")
+    target = (
+        Path(out)
+        if out is not None
+        else TABLES_DIR / f"{device}__{space_id(space.name, space_config)}.csv"
+    )
+    return profile_space(
+        space,
+        backend,
+        target,
+        num_classes=config.deployment.num_classes,
+        in_chans=config.deployment.channels,
+        space_config=space_config,
+        calibration=calibration,
+        progress=progress or (lambda *_: None),
+    )
+
+
+def evaluate_predictor(
+    device: str,
+    kind: str,
+    *,
+    config_path: str | Path | None = None,
+    space_name: str | None = None,
+    n_test: int = 200,
+    n_fit: int = 100,
+    seed: int = 0,
+    runs_dir: str | Path = DEFAULT_RUNS_DIR,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Fit a predictor, measure held-out candidates, compare with FLOPs; save both.
+
+    See `nas latency evaluate --help`.
+    """
+    import datetime
+    import json
+
+    import numpy as np
+
+    from latency_predictors.cache import LatencyCache
+    from latency_predictors.devices import config_backend
+    from latency_predictors.measure import measure_candidates
+    from latency_predictors.predictors import (
+        PREDICTOR_KINDS,
+        FlopsPredictor,
+        GradientBoostingPredictor,
+        accuracy_report,
+        save_predictor,
+    )
+    from latency_predictors.sources import LATENCY_CACHE, lookup_predictor, predictor_path
+    from nas.errors import PredictorError
+    from nas.report import predictor_figure
+    from search_spaces import get_space
+
+    if kind not in PREDICTOR_KINDS:
+        raise PredictorError(f"predictor {kind!r} unknown; allowed: {', '.join(PREDICTOR_KINDS)}")
+    if n_test < 5 or n_fit < 10:
+        raise PredictorError(f"need --test >= 5 and --fit >= 10, got {n_test} and {n_fit}")
+    progress = progress or (lambda *_: None)
+    config = _latency_config(config_path, space_name, device)
+    space = get_space(config.space.name, config.space)
+    backend = config_backend(config)
+    runs_dir = Path(runs_dir)
+    cache = LatencyCache(runs_dir / LATENCY_CACHE)
+    predictor: Any
+    if kind == "lut":
+        predictor, table = lookup_predictor(config, space)
+        fit_set = [space.decode(c.candidate) for c in table.calibration]
+        fit_ms = np.array([c.p50_ms for c in table.calibration])
+    else:
+        rng = np.random.default_rng(seed)
+        fit_set = list(dict.fromkeys(space.sample(rng) for _ in range(n_fit)))
+        fit_ms = np.array(
+            [
+                r.p50_ms
+                for r in measure_candidates(
+                    space,
+                    fit_set,
+                    backend,
+                    config.deployment,
+                    cache=cache,
+                    progress=progress,
+                    what="measuring fitting candidates",
+                )
+            ]
+        )
+        if kind == "gbm":
+            predictor = GradientBoostingPredictor(space, seed=seed).fit(fit_set, fit_ms)
+        else:
+            predictor = FlopsPredictor(space, config.deployment).fit(fit_set, fit_ms)
+    predictor.device_ = backend.device
+    # Held-out candidates: a different random stream, minus anything used for fitting.
+    seen = set(fit_set)
+    rng = np.random.default_rng(seed + 10_000)
+    test_set: list[Any] = []
+    while len(test_set) < n_test:
+        cand = space.sample(rng)
+        if cand not in seen:
+            seen.add(cand)
+            test_set.append(cand)
+    measured = np.array(
+        [
+            r.p50_ms
+            for r in measure_candidates(
+                space,
+                test_set,
+                backend,
+                config.deployment,
+                cache=cache,
+                progress=progress,
+                what="measuring held-out candidates",
+            )
+        ]
+    )
+    progress("predicting", 0, 1)
+    predicted = np.asarray(predictor.predict(test_set))
+    flops = FlopsPredictor(space, config.deployment).fit(fit_set, fit_ms)
+    baseline = np.asarray(flops.predict(test_set))
+    progress("predicting", 1, 1)
+    path = predictor_path(runs_dir, device, space.name, config.space.model_dump(mode="json"), kind)
+    report = {
+        "device": backend.device.to_dict(),
+        "predictor": kind,
+        "space": space.name,
+        "predictor_file": str(path),
+        "n_fit": len(fit_set),
+        "n_test": len(test_set),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "metrics": {
+            kind: accuracy_report(predicted, measured),
+            "flops": accuracy_report(baseline, measured),
+        },
+        "test": [
+            {"candidate": space.encode(c), "measured_ms": m, "predicted_ms": p, "flops_ms": b}
+            for c, m, p, b in zip(test_set, measured, predicted, baseline, strict=True)
+        ],
+    }
+    save_predictor(predictor, path)
+    write_atomic(path.with_suffix(".report.json"), json.dumps(report, indent=1) + "\n")
+    fig = predictor_figure(report)
+    write_atomic(path.with_suffix(".report.html"), fig.to_html(include_plotlyjs=True))
+    return report
+
+
+def list_devices(runs_dir: str | Path = DEFAULT_RUNS_DIR) -> list[dict[str, Any]]:
+    """Every device with a measurement backend or a latency table, and its predictor reports."""
+    import json
+
+    from latency_predictors.devices import BUILTIN_DEVICES, TABLES_DIR
+    from latency_predictors.sources import PREDICTORS_DIR
+    from latency_predictors.table import find_tables
+
+    reports: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted((Path(runs_dir) / PREDICTORS_DIR).glob("*/*.report.json")):
+        try:
+            rep = json.loads(path.read_text(encoding="utf-8"))
+            metrics = rep["metrics"][rep["predictor"]]
+            flops = rep["metrics"]["flops"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        reports.setdefault(path.parent.name, []).append(
+            {
+                "predictor": rep["predictor"],
+                "space": rep.get("space", "?"),
+                "within_10": metrics["within_10"],
+                "spearman": metrics["spearman"],
+                "mape": metrics["mape"],
+                "flops_within_10": flops["within_10"],
+                "flops_spearman": flops["spearman"],
+                "n_test": rep.get("n_test"),
+                "report": str(path),
+            }
+        )
+    rows: list[dict[str, Any]] = []
+    for spec in BUILTIN_DEVICES.values():
+        reason = spec.unavailable_reason()
+        rows.append(
+            {
+                "device": spec.name,
+                "source": f"backend {spec.backend}",
+                "detail": spec.description,
+                "measurable": reason is None,
+                "note": reason or "",
+                "predictors": reports.get(spec.name, []),
+            }
+        )
+    for path in find_tables(TABLES_DIR):
+        try:
+            meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+            dev = meta["device"]
+            name = dev["name"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        rows.append(
+            {
+                "device": name,
+                "source": f"table {path}",
+                "detail": f"{dev.get('runtime')} {dev.get('runtime_version')}, "
+                f"{dev.get('precision')}, {dev.get('hardware')}, space "
+                f"{(meta.get('space') or {}).get('name')}",
+                "measurable": name in BUILTIN_DEVICES
+                and BUILTIN_DEVICES[name].unavailable_reason() is None,
+                "note": "",
+                "predictors": reports.get(name, []) if name not in BUILTIN_DEVICES else [],
+            }
+        )
+    return rows

@@ -15,6 +15,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from nas.errors import NASError
@@ -42,7 +43,7 @@ def user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except NASError as e:
-            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_USER_ERROR) from None
 
     return wrapper  # type: ignore[return-value]
@@ -159,6 +160,168 @@ def export(
             highlight=False,
         )
     out.print(f"model card: {path / 'model_card.json'}", highlight=False)
+
+
+latency_app = typer.Typer(
+    name="latency",
+    no_args_is_help=True,
+    help="Latency tables and predictors: profile a device, measure how good a predictor is.",
+)
+app.add_typer(latency_app)
+
+
+class PredictorKind(StrEnum):
+    lut = "lut"
+    gbm = "gbm"
+    flops = "flops"
+
+
+@latency_app.command("profile")
+@user_errors
+def latency_profile(
+    device: Annotated[str, typer.Option(help="Device to measure (see `nas devices`)")],
+    config: Annotated[
+        Path | None, typer.Option(help="Run config whose space and deployment shape to profile")
+    ] = None,
+    space: Annotated[
+        str | None, typer.Option(help="A registered space with its default settings")
+    ] = None,
+    out_path: Annotated[
+        Path | None,
+        typer.Option("--out", help="Table to write (.csv); default: latency_predictors/tables/"),
+    ] = None,
+    calibration: Annotated[
+        int, typer.Option(min=0, help="Random whole candidates to time for the correction")
+    ] = 20,
+) -> None:
+    """Time every operator a search space can produce on DEVICE and write a latency table.
+
+    Rerunning the same command after an interruption resumes it.
+    """
+    from nas import api
+    from nas.progress import phase_callback, progress_bar
+
+    with progress_bar(err) as bar:
+        path = api.profile_device(
+            device,
+            config_path=config,
+            space_name=space,
+            out=out_path,
+            calibration=calibration,
+            progress=phase_callback(bar),
+        )
+    out.print(f"latency table: {path} (metadata {path.with_suffix('.json')})", highlight=False)
+
+
+@latency_app.command("evaluate")
+@user_errors
+def latency_evaluate(
+    device: Annotated[str, typer.Option(help="Device to measure (see `nas devices`)")],
+    predictor: Annotated[PredictorKind, typer.Option(help="Predictor to fit and evaluate")],
+    config: Annotated[
+        Path | None, typer.Option(help="Run config whose space and deployment shape to use")
+    ] = None,
+    space: Annotated[
+        str | None, typer.Option(help="A registered space with its default settings")
+    ] = None,
+    test: Annotated[int, typer.Option(help="Held-out random candidates to measure")] = 200,
+    fit: Annotated[
+        int, typer.Option(help="gbm/flops: measured candidates to fit on (lut: the table's)")
+    ] = 100,
+    seed: Annotated[int, typer.Option(help="Seed for the random candidates")] = 0,
+    runs_dir: Annotated[Path, typer.Option(help="Where predictors and reports are kept")] = Path(
+        "runs"
+    ),
+) -> None:
+    """Fit a latency predictor, measure held-out candidates, and report its error beside the
+    FLOPs baseline; the predictor and its report are saved for searches and `nas devices`."""
+    from nas import api
+    from nas.progress import phase_callback, progress_bar
+
+    with progress_bar(err) as bar:
+        report = api.evaluate_predictor(
+            device,
+            predictor.value,
+            config_path=config,
+            space_name=space,
+            n_test=test,
+            n_fit=fit,
+            seed=seed,
+            runs_dir=runs_dir,
+            progress=phase_callback(bar),
+        )
+    table = Table(
+        title=f"{predictor.value} on {device}: {report['n_test']} held-out candidates, "
+        f"fitted on {report['n_fit']}"
+    )
+    for col in ("predictor", "RMSE ms", "MAPE", "<=5 %", "<=10 %", "<=15 %", "Spearman", "Kendall"):
+        table.add_column(col, justify="right")
+    for name, m in report["metrics"].items():
+        table.add_row(
+            name,
+            f"{m['rmse_ms']:.3f}",
+            f"{m['mape']:.1%}",
+            f"{m['within_5']:.1%}",
+            f"{m['within_10']:.1%}",
+            f"{m['within_15']:.1%}",
+            f"{m['spearman']:.4f}",
+            f"{m['kendall']:.4f}",
+        )
+    out.print(table)
+    path = Path(report["predictor_file"])
+    out.print(
+        f"predictor: {path}; report: {path.with_suffix('.report.json')} and "
+        f"{path.with_suffix('.report.html')}",
+        highlight=False,
+    )
+
+
+@app.command()
+@user_errors
+def devices(
+    runs_dir: Annotated[Path, typer.Option(help="Where predictor reports are kept")] = Path("runs"),
+) -> None:
+    """List devices: built-in measurement backends and latency tables, with predictor reports."""
+    from nas import api
+
+    rows = api.list_devices(runs_dir)
+    table = Table(title="devices")
+    for col in ("device", "source", "measurable here", "detail"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r["device"],
+            escape(r["source"]),
+            escape("yes" if r["measurable"] else f"no: {r['note']}" if r["note"] else "no"),
+            escape(r["detail"]),
+        )
+    out.print(table)
+    reports = [(r["device"], p) for r in rows for p in r["predictors"]]
+    if reports:
+        rep = Table(title="predictor reports (held-out candidates)")
+        for col in (
+            "device",
+            "predictor",
+            "space",
+            "n",
+            "<=10 %",
+            "Spearman",
+            "FLOPs <=10 %",
+            "FLOPs Spearman",
+        ):
+            rep.add_column(col)
+        for name, p in reports:
+            rep.add_row(
+                name,
+                p["predictor"],
+                p["space"],
+                str(p["n_test"]),
+                f"{p['within_10']:.1%}",
+                f"{p['spearman']:.4f}",
+                f"{p['flops_within_10']:.1%}",
+                f"{p['flops_spearman']:.4f}",
+            )
+        out.print(rep)
 
 
 def main() -> None:

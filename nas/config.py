@@ -71,11 +71,29 @@ class DeploymentConfig(_Strict):
 
 
 class LatencyConfig(_Strict):
-    """Target device and how latency is measured on it."""
+    """Target device and where its latency numbers come from."""
 
-    device: str = Field("cpu-ort-fp32", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    backend: Literal["onnxruntime"] = "onnxruntime"
-    precision: Literal["fp32"] = "fp32"
+    device: str = Field(
+        "cpu-ort-fp32",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="a built-in device (see `nas devices`) or the device of a latency table",
+    )
+    mode: Literal["measured", "predicted", "hybrid"] = Field(
+        "measured",
+        description="measured: time every candidate; predicted: use a predictor only; hybrid: "
+        "predict, measure when the predictor is unsure, re-measure the final front",
+    )
+    predictor: Literal["lut", "gbm"] = Field(
+        "lut", description="lut: latency table sum + correction; gbm: learned (fit it first)"
+    )
+    table: Path | None = Field(
+        None,
+        description="latency table (.csv with .json side file); default: the device's table "
+        "in latency_predictors/tables/",
+    )
+    hybrid_max_uncertainty: float = Field(
+        0.05, gt=0, le=10, description="hybrid: measure when predicted std / latency exceeds this"
+    )
     threads: int = Field(1, ge=1, le=256)
     warmup: int = Field(10, ge=0)
     repeats: int = Field(50, ge=3)

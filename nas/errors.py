@@ -55,3 +55,11 @@ class SearchError(NASError, RuntimeError):
 
 class ExportError(NASError, RuntimeError):
     """An export failed or did not match the torch model; nothing was written."""
+
+
+class TableError(NASError, ValueError):
+    """A latency table is missing, malformed, or does not fit the device or search space."""
+
+
+class PredictorError(NASError, ValueError):
+    """A latency predictor is missing, unfitted, or asked for something it cannot predict."""

@@ -7,7 +7,6 @@ nothing else, so a candidate scores the same wherever it runs.
 from __future__ import annotations
 
 import io
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,13 +15,11 @@ from typing import Any
 
 import torch
 
-from latency_predictors.backends import LatencyBackend, LatencyResult
-from latency_predictors.cache import LatencyCache
+from latency_predictors.backends import LatencyResult
+from latency_predictors.sources import LatencySource
 from nas.config import DeploymentConfig, TrainingConfig
 from nas.data import ProxySplits
-from nas.errors import LatencyError
 from nas.metrics import count_flops, count_params
-from nas.onnx_io import export_onnx
 from nas.run import write_atomic
 from nas.training import train_proxy
 from search_spaces.base import SearchSpace
@@ -66,6 +63,9 @@ class Outcome:
             "latency_std_ms": lat.std_ms,
             "latency_n_runs": lat.n_runs,
             "latency_cached": self.latency_cached,
+            "latency_source": lat.source,
+            "latency_predicted_ms": lat.predicted_ms,
+            "latency_uncertainty": lat.uncertainty,
             "device": lat.device.to_dict(),
             "params": self.params,
             "flops": self.flops,
@@ -83,8 +83,7 @@ class Evaluator:
         data: Proxy training and validation splits.
         training: Proxy-training recipe.
         deployment: Shape at which latency is measured.
-        backend: Latency measurement backend.
-        cache: Persistent latency cache, or None to always measure.
+        latency: Where latency comes from: measured, predicted or hybrid.
         seed: Seed for weight initialisation and data order; the same for every candidate.
     """
 
@@ -95,16 +94,14 @@ class Evaluator:
         data: ProxySplits,
         training: TrainingConfig,
         deployment: DeploymentConfig,
-        backend: LatencyBackend,
-        cache: LatencyCache | None = None,
+        latency: LatencySource,
         seed: int = 0,
     ) -> None:
         self.space = space
         self.data = data
         self.training = training
         self.deployment = deployment
-        self.backend = backend
-        self.cache = cache
+        self.latency = latency
         self.seed = seed
         self._resized: dict[int, ProxySplits] = {}
 
@@ -130,32 +127,13 @@ class Evaluator:
     def measure_latency(
         self, candidate: Any, model: torch.nn.Module | None = None
     ) -> tuple[LatencyResult, bool]:
-        """Latency at the deployment shape, from the cache when it holds this candidate.
+        """Latency at the deployment shape (measured, predicted or both), and whether cached.
 
         Args:
             candidate: What to measure.
             model: The candidate's deployment-shape network, if the caller has built it.
         """
-        shape = self.deployment_shape(candidate)
-        key = f"{self.space.name}:{self.space.encode(candidate)}@{'x'.join(map(str, shape))}"
-        if self.cache is not None:
-            hit = self.cache.get(self.backend.device, key)
-            if hit is not None:
-                return hit, True
-        if model is None:
-            model = self.space.build(
-                candidate, self.deployment.num_classes, self.deployment.channels
-            )
-        with tempfile.TemporaryDirectory(prefix="nas-latency-") as tmp:
-            path = export_onnx(model, shape, Path(tmp) / "model.onnx")
-            result = self.backend.measure(path, shape)
-        if not result.ok:
-            raise LatencyError(
-                f"latency measurement failed on {result.device.name}: {result.error}"
-            )
-        if self.cache is not None:
-            self.cache.put(key, result)
-        return result, False
+        return self.latency(candidate, model)
 
     def __call__(
         self, candidate: Any, *, weights_path: Path | None = None, progress: Progress = _quiet
@@ -165,7 +143,7 @@ class Evaluator:
         progress("measuring size", 0, 1)
         deploy = self.space.build(candidate, self.deployment.num_classes, self.deployment.channels)
         params, flops = count_params(deploy), count_flops(deploy, shape)
-        progress(f"measuring latency on {self.backend.device.name}", 0, 1)
+        progress(f"latency on {self.latency.device.name}", 0, 1)
         latency, cached = self.measure_latency(candidate, deploy)
         del deploy
 

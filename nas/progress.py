@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from rich.console import Console
@@ -9,12 +10,42 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     SpinnerColumn,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+
+def progress_bar(console: Console, *extra: ProgressColumn) -> Progress:
+    """Description, bar, done/total, elapsed and remaining time, then `extra` columns."""
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("elapsed"),
+        TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+        *extra,
+        console=console,
+        transient=False,
+    )
+
+
+def phase_callback(bar: Progress) -> Callable[[str, int, int], None]:
+    """A (phase, done, total) callback that keeps one bar per phase."""
+    tasks: dict[str, TaskID] = {}
+
+    def update(phase: str, done: int, total: int) -> None:
+        if phase not in tasks:
+            tasks[phase] = bar.add_task(phase, total=total)
+        bar.update(tasks[phase], completed=done, total=total)
+
+    return update
 
 
 class SearchReporter(Protocol):
@@ -27,6 +58,8 @@ class SearchReporter(Protocol):
     def trial_finished(self, number: int, line: str, done: int, front_size: int) -> None: ...
 
     def stop(self) -> None: ...
+
+    def note(self, text: str) -> None: ...
 
 
 class NullReporter:
@@ -47,25 +80,16 @@ class NullReporter:
     def stop(self) -> None:
         return None
 
+    def note(self, text: str) -> None:
+        return None
+
 
 class RichReporter:
     """Two bars on the terminal (the search and the current trial) and a line per trial."""
 
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True)
-        self._progress = Progress(
-            SpinnerColumn(),
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("elapsed"),
-            TimeElapsedColumn(),
-            TextColumn("left"),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[info]}"),
-            console=self.console,
-            transient=False,
-        )
+        self._progress = progress_bar(self.console, TextColumn("{task.fields[info]}"))
         self._search: TaskID | None = None
         self._trial: TaskID | None = None
 
@@ -95,3 +119,7 @@ class RichReporter:
         if self._trial is not None:
             self._progress.update(self._trial, visible=False)
         self._progress.stop()
+
+    def note(self, text: str) -> None:
+        """A line of its own, outside the bars."""
+        self.console.print(text, highlight=False)

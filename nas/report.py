@@ -26,6 +26,9 @@ TRIAL_COLUMNS = [
     "latency_p50_ms",
     "latency_p90_ms",
     "latency_std_ms",
+    "latency_source",
+    "latency_predicted_ms",
+    "latency_measured_ms",
     "params",
     "flops",
     "duration_s",
@@ -44,10 +47,15 @@ def _feasible(trial: optuna.trial.FrozenTrial) -> bool:
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """One row per trial, in trial order, with the Pareto front marked."""
     rows = []
+    remeasured = study.user_attrs.get("front_measured", {})
     for t in study.get_trials(deepcopy=False):
         a = t.user_attrs
         duration = t.duration.total_seconds() if t.duration is not None else math.nan
         device = a.get("device")
+        source = a.get("latency_source", "measured") if "accuracy" in a else ""
+        measured = a.get("latency_p50_ms", math.nan) if source == "measured" else math.nan
+        if str(t.number) in remeasured:
+            measured = remeasured[str(t.number)]["p50_ms"]
         rows.append(
             {
                 "number": t.number,
@@ -58,6 +66,9 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
                 "latency_p50_ms": a.get("latency_p50_ms", math.nan),
                 "latency_p90_ms": a.get("latency_p90_ms", math.nan),
                 "latency_std_ms": a.get("latency_std_ms", math.nan),
+                "latency_source": source,
+                "latency_predicted_ms": a.get("latency_predicted_ms", math.nan),
+                "latency_measured_ms": measured,
                 "params": a.get("params"),
                 "flops": a.get("flops"),
                 "duration_s": round(duration, 2),
@@ -73,6 +84,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     df.insert(3, "on_front", False)
     front = front_frame(df)
     df.loc[df["number"].isin(front["number"]), "on_front"] = True
+    df.attrs["latency_note"] = study.user_attrs.get("latency", "")
     return df
 
 
@@ -144,6 +156,38 @@ def pareto_figure(trials: pd.DataFrame, title: str) -> go.Figure:
         line={"shape": "hv", "color": "#1f77b4"},
         marker={"size": 11, "color": "#1f77b4"},
     )
+    checked = front[front["latency_source"] == "predicted"].dropna(subset=["latency_measured_ms"])
+    if len(checked):
+        xs: list[float | None] = []
+        ys: list[float | None] = []
+        for r in checked.itertuples():
+            xs += [float(r.latency_p50_ms), float(r.latency_measured_ms), None]  # type: ignore[arg-type]
+            ys += [float(r.accuracy), float(r.accuracy), None]  # type: ignore[arg-type]
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=ys,
+                mode="lines",
+                line={"color": "#2ca02c", "dash": "dot"},
+                hoverinfo="skip",
+                showlegend=False,
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=checked["latency_measured_ms"],
+                y=checked["accuracy"],
+                name="front, measured (re-check of the prediction)",
+                mode="markers",
+                marker={"color": "#2ca02c", "symbol": "diamond", "size": 10},
+                customdata=np.stack([checked["number"], checked["latency_p50_ms"]], axis=1),
+                hovertemplate="trial %{customdata[0]}<br>measured %{x:.3f} ms, predicted "
+                "%{customdata[1]:.3f} ms<extra></extra>",
+            )
+        )
+    note = trials.attrs.get("latency_note", "")
+    if note:
+        title = f"{title}<br><sup>latency {note}</sup>"
     fig.update_layout(
         title=title,
         xaxis_title="latency p50 (ms, lower is better)",
@@ -170,3 +214,59 @@ def write_plot(run: Run, trials: pd.DataFrame, subtitle: str = "") -> None:
 def front_records(front: pd.DataFrame) -> list[dict[str, Any]]:
     """The front as JSON-safe records."""
     return json.loads(front[TRIAL_COLUMNS].to_json(orient="records"))
+
+
+def predictor_figure(report: dict[str, Any]) -> go.Figure:
+    """Predicted against measured latency of held-out candidates, predictor and FLOPs baseline."""
+    import plotly.graph_objects as go
+
+    test = pd.DataFrame(report["test"])
+    kind = report["predictor"]
+    fig = go.Figure()
+    top = float(max(test["measured_ms"].max(), test["predicted_ms"].max()))
+    fig.add_trace(
+        go.Scatter(
+            x=[0, top],
+            y=[0, top],
+            mode="lines",
+            name="exact",
+            line={"color": "#444", "dash": "dash"},
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=[0, top, top, 0],
+            y=[0, top * 1.1, top * 0.9, 0],
+            fill="toself",
+            mode="none",
+            name="+-10 %",
+            fillcolor="rgba(44,160,44,0.12)",
+        )
+    )
+    for column, name, color in (
+        ("flops_ms", "FLOPs baseline", "#9aa5b1"),
+        ("predicted_ms", kind, "#1f77b4"),
+    ):
+        m = report["metrics"]["flops" if column == "flops_ms" else kind]
+        fig.add_trace(
+            go.Scatter(
+                x=test["measured_ms"],
+                y=test[column],
+                mode="markers",
+                name=f"{name}: {m['within_10']:.0%} within 10 %, Spearman {m['spearman']:.3f}",
+                marker={"color": color, "size": 6},
+                text=test["candidate"],
+                hovertemplate="%{text}<br>measured %{x:.3f} ms<br>predicted %{y:.3f} ms"
+                "<extra></extra>",
+            )
+        )
+    dev = report["device"]
+    fig.update_layout(
+        title=f"{kind} predictor on {dev['name']} ({dev['runtime']} {dev['runtime_version']}): "
+        f"{report['n_test']} held-out candidates",
+        xaxis_title="measured latency p50 (ms)",
+        yaxis_title="predicted latency (ms)",
+        template="plotly_white",
+        legend={"orientation": "h", "y": -0.2},
+    )
+    return fig

@@ -223,7 +223,8 @@ class SearchLoop:
         self._tell(trial, outcome.attrs())
         return (
             f"accuracy {outcome.accuracy:.4f}, latency {outcome.latency.p50_ms:.3f} ms"
-            f"{' (cached)' if outcome.latency_cached else ''}, "
+            f"{' (cached)' if outcome.latency_cached else ''}"
+            f"{' (predicted)' if outcome.latency.source == 'predicted' else ''}, "
             f"{outcome.params / 1e6:.2f} M params"
         )
 

@@ -84,3 +84,26 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     proc = run_cli("search", config, "--runs-dir", root / "runs")
     assert proc.returncode == 0, proc.stderr
     return root / "runs" / "small"
+
+
+@pytest.fixture(scope="session")
+def small_table(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A latency table of SMALL_CONFIG's space on cpu-ort-fp32, profiled through the CLI."""
+    root = tmp_path_factory.mktemp("table")
+    config = root / "small.yaml"
+    config.write_text(yaml.safe_dump(SMALL_CONFIG))
+    out = root / "small.csv"
+    proc = run_cli(
+        "latency",
+        "profile",
+        "--device",
+        "cpu-ort-fp32",
+        "--config",
+        config,
+        "--out",
+        out,
+        "--calibration",
+        "8",
+    )
+    assert proc.returncode == 0, proc.stderr
+    return out

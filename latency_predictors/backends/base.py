@@ -55,6 +55,15 @@ class LatencyResult:
         return cls(device, nan, nan, nan, nan, nan, 0, warmup, error)
 
 
+def check_settings(*, threads: int, warmup: int, repeats: int, batch_size: int) -> None:
+    """`ValueError` naming every measurement setting out of range."""
+    if threads < 1 or warmup < 0 or repeats < 3 or batch_size < 1:
+        raise ValueError(
+            f"need threads >= 1, warmup >= 0, repeats >= 3 and batch_size >= 1; got "
+            f"threads={threads}, warmup={warmup}, repeats={repeats}, batch_size={batch_size}"
+        )
+
+
 def time_calls(fn: Callable[[], Any], *, warmup: int, repeats: int) -> np.ndarray:
     """Wall-clock milliseconds of `repeats` calls of `fn`, after `warmup` untimed calls."""
     for _ in range(warmup):

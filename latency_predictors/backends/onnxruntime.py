@@ -6,7 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from latency_predictors.backends.base import LatencyResult, summarize, time_calls
+from latency_predictors.backends.base import (
+    LatencyResult,
+    check_settings,
+    summarize,
+    time_calls,
+)
 from latency_predictors.device import Device, cpu_description
 
 
@@ -29,11 +34,7 @@ class OnnxRuntimeBackend:
     ) -> None:
         import onnxruntime as ort
 
-        if threads < 1 or warmup < 0 or repeats < 3 or batch_size < 1:
-            raise ValueError(
-                f"need threads >= 1, warmup >= 0, repeats >= 3 and batch_size >= 1; got "
-                f"threads={threads}, warmup={warmup}, repeats={repeats}, batch_size={batch_size}"
-            )
+        check_settings(threads=threads, warmup=warmup, repeats=repeats, batch_size=batch_size)
         self._ort = ort
         self.threads, self.warmup, self.repeats = threads, warmup, repeats
         self._device = Device(

@@ -15,7 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from latency_predictors.backends.base import LatencyResult, summarize, time_calls
+from latency_predictors.backends.base import (
+    LatencyResult,
+    check_settings,
+    summarize,
+    time_calls,
+)
 from latency_predictors.device import Device, cpu_description
 
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -42,11 +47,7 @@ class OpenVinoBackend:
             ) from None
         if precision not in PRECISIONS:
             raise ValueError(f"openvino precision {precision!r} unknown; allowed: {PRECISIONS}")
-        if threads < 1 or warmup < 0 or repeats < 3 or batch_size < 1:
-            raise ValueError(
-                f"need threads >= 1, warmup >= 0, repeats >= 3 and batch_size >= 1; got "
-                f"threads={threads}, warmup={warmup}, repeats={repeats}, batch_size={batch_size}"
-            )
+        check_settings(threads=threads, warmup=warmup, repeats=repeats, batch_size=batch_size)
         self._ov = ov
         self._core = ov.Core()
         if precision == "bf16":

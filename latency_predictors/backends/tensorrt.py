@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from latency_predictors.backends.base import LatencyResult, summarize
+from latency_predictors.backends.base import LatencyResult, check_settings, summarize
 from latency_predictors.device import Device
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -51,11 +51,7 @@ class TensorRtBackend:
             raise RuntimeError(reason)
         if precision not in PRECISIONS:
             raise ValueError(f"tensorrt precision {precision!r} unknown; allowed: {PRECISIONS}")
-        if warmup < 0 or repeats < 3 or batch_size < 1:
-            raise ValueError(
-                f"need warmup >= 0, repeats >= 3 and batch_size >= 1; got warmup={warmup}, "
-                f"repeats={repeats}, batch_size={batch_size}"
-            )
+        check_settings(threads=threads, warmup=warmup, repeats=repeats, batch_size=batch_size)
         import tensorrt as trt
         import torch
 

@@ -40,7 +40,7 @@ def test_shipped_configs_are_valid(path: Path) -> None:
         ),
         ({"search": {"seed_candidates": ["nonsense"]}}, "search.seed_candidates[0]: candidate"),
         ({"name": "../escape"}, "name = '../escape': String should match pattern"),
-        ({"latency": {"backend": "tflite"}}, "latency.backend = 'tflite'"),
+        ({"latency": {"mode": "guessed"}}, "latency.mode = 'guessed'"),
         ({"bogus": 1}, "bogus: unknown key; allowed keys: name, seed, space"),
     ],
 )

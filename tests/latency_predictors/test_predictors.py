@@ -1,0 +1,132 @@
+"""Predictors: error figures, the FLOPs baseline, lookup-table and learned predictors on real
+measurements, and few-shot prediction on the external NAS-Bench-201 table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import spearmanr
+
+from latency_predictors.devices import measurement_backend
+from latency_predictors.fewshot import FewShotPredictor
+from latency_predictors.measure import measure_candidates
+from latency_predictors.predictors import (
+    FlopsPredictor,
+    GradientBoostingPredictor,
+    LookupTablePredictor,
+    accuracy_report,
+)
+from latency_predictors.table import load_table
+from nas.config import parse_config
+from nas.errors import PredictorError
+from search_spaces import get_space
+from tests.conftest import REPO, SMALL_CONFIG
+
+NB201_TABLE = REPO.parent / "shared" / "bench" / "nb201" / "nb201.csv.gz"
+
+
+def test_accuracy_report_by_hand() -> None:
+    measured = np.array([1.0, 2.0, 4.0, 8.0])
+    predicted = np.array([1.04, 2.18, 3.0, 8.0])  # errors 4 %, 9 %, 25 %, 0 %
+    r = accuracy_report(predicted, measured)
+    assert r["within_5"] == 0.5 and r["within_10"] == 0.75 and r["within_15"] == 0.75
+    assert r["mape"] == pytest.approx((0.04 + 0.09 + 0.25 + 0) / 4)
+    assert r["rmse_ms"] == pytest.approx(np.sqrt((0.04**2 + 0.18**2 + 1.0**2) / 4))
+    assert r["spearman"] == pytest.approx(1.0) and r["kendall"] == pytest.approx(1.0)
+
+
+@pytest.fixture(scope="module")
+def measured_small() -> tuple[list, np.ndarray]:
+    """40 random candidates of the small space, timed for real in ONNX Runtime."""
+    config = parse_config(SMALL_CONFIG, source="test")
+    space = get_space("efficientnet", config.space)
+    rng = np.random.default_rng(11)
+    cands = list(dict.fromkeys(space.sample(rng) for _ in range(40)))
+    backend = measurement_backend("cpu-ort-fp32", threads=1, warmup=3, repeats=15, batch_size=1)
+    results = measure_candidates(space, cands, backend, config.deployment)
+    return cands, np.array([r.p50_ms for r in results])
+
+
+def test_flops_baseline_minimises_relative_error(measured_small) -> None:
+    cands, ms = measured_small
+    config = parse_config(SMALL_CONFIG, source="test")
+    space = get_space("efficientnet", config.space)
+    model = FlopsPredictor(space, config.deployment).fit(cands, ms)
+    flops = model.flops(cands)
+
+    def loss(k: float) -> float:
+        return float(np.sum((k * flops / ms - 1) ** 2))
+
+    assert loss(model.k_) < loss(model.k_ * 1.01) and loss(model.k_) < loss(model.k_ * 0.99)
+    pred, std = model.predict(cands[:3], return_std=True)
+    assert np.allclose(pred, model.k_ * flops[:3]) and np.all(std > 0)
+
+
+def test_lookup_table_correction_fits_its_calibration(small_table: Path, measured_small) -> None:
+    cands, _ = measured_small
+    config = parse_config(SMALL_CONFIG, source="test")
+    space = get_space("efficientnet", config.space)
+    table = load_table(small_table)
+    lut = LookupTablePredictor(table, space, config.deployment)
+    cal = [space.decode(c.candidate) for c in table.calibration]
+    cal_ms = np.array([c.p50_ms for c in table.calibration])
+
+    def rel_error(pred: np.ndarray) -> float:
+        return float(np.sum(((pred - cal_ms) / cal_ms) ** 2))
+
+    raw_sum = lut.predict(cal)
+    assert np.allclose(raw_sum, lut.table_sums(cal)[:, 0])  # unfitted: the plain sum
+    lut.fit_calibration()
+    # The plain sum is one of the corrections the fit could choose, so it can only do better.
+    assert rel_error(lut.predict(cal)) <= rel_error(raw_sum) + 1e-12
+    assert lut.coef_.min() >= 0 and lut.n_fit_ == len(cal)
+    pred, std = lut.predict(cands, return_std=True)
+    assert np.all(pred > 0) and np.all(std > 0)
+
+
+def test_gbm_predictor_fits_and_reports_uncertainty(measured_small) -> None:
+    cands, ms = measured_small
+    config = parse_config(SMALL_CONFIG, source="test")
+    space = get_space("efficientnet", config.space)
+    with pytest.raises(PredictorError, match="not fitted"):
+        GradientBoostingPredictor(space).predict(cands[:1])
+    model = GradientBoostingPredictor(space, n_estimators=100).fit(cands[:30], ms[:30])
+    pred, std = model.predict(cands[30:], return_std=True)
+    assert pred.shape == std.shape == (len(cands) - 30,)
+    assert np.all(pred > 0) and np.all(std >= 0)
+    with pytest.raises(PredictorError, match="at least 10"):
+        GradientBoostingPredictor(space).fit(cands[:5], ms[:5])
+    with pytest.raises(PredictorError, match="positive"):
+        GradientBoostingPredictor(space).fit(cands[:12], np.r_[ms[:11], -1.0])
+
+
+def test_fewshot_recovers_an_exact_relation() -> None:
+    rng = np.random.default_rng(0)
+    ref = pd.DataFrame(
+        np.exp(rng.normal(size=(200, 3))), index=[f"a{i}" for i in range(200)], columns=list("xyz")
+    )
+    target = 2.0 * ref["x"] ** 0.8 * ref["z"] ** 0.3  # log-linear in the references
+    picked = list(ref.index[:10])
+    model = FewShotPredictor(ref).fit(picked, target[picked].to_numpy())
+    pred = model.predict(list(ref.index))
+    assert spearmanr(pred, target).statistic > 0.99
+    with pytest.raises(PredictorError, match="no reference latencies"):
+        model.predict(["unknown"])
+
+
+@pytest.mark.skipif(not NB201_TABLE.is_file(), reason=f"external table {NB201_TABLE} not present")
+def test_fewshot_beats_flops_on_a_held_out_nb201_device() -> None:
+    table = pd.read_csv(NB201_TABLE)
+    space = get_space("nb201")
+    flops = np.array([space.flops(space.decode(s)) for s in table["arch_str"]], dtype=float)
+    devices = [c for c in table.columns if c not in ("index", "arch_str") and "_acc" not in c]
+    latency = table.set_index("arch_str")[devices]
+    held_out = "pixel3"
+    ref = latency[[d for d in devices if d != held_out]]
+    picked = list(latency.index[np.random.default_rng(0).choice(len(latency), 10, replace=False)])
+    model = FewShotPredictor(ref, flops).fit(picked, latency.loc[picked, held_out].to_numpy())
+    rho = spearmanr(model.predict(list(latency.index)), latency[held_out]).statistic
+    assert rho > spearmanr(flops, latency[held_out]).statistic
