@@ -228,7 +228,8 @@ def latency_source(config: RunConfig, space: Any, runs_dir: Path) -> LatencySour
                 "CONFIG`"
             )
         predictor = load_predictor(path)
-        device = measured.device if measured is not None else _device_of(lat.device, config)
+        # The identity the predictor was fitted for, saved by `nas latency evaluate`.
+        device = getattr(predictor, "device_", None) or _device_of(lat.device, config)
         description = f"predicted by the gbm predictor {path}"
     if measured is None and lat.device in BUILTIN_DEVICES:
         description += "; not measured (latency.mode: predicted)"

@@ -335,11 +335,18 @@ def evaluate_predictor(
     seen = set(fit_set)
     rng = np.random.default_rng(seed + 10_000)
     test_set: list[Any] = []
-    while len(test_set) < n_test:
+    for _ in range(100 * n_test):
         cand = space.sample(rng)
         if cand not in seen:
             seen.add(cand)
             test_set.append(cand)
+            if len(test_set) == n_test:
+                break
+    else:
+        raise PredictorError(
+            f"found only {len(test_set)} held-out candidates besides the {len(fit_set)} fitted "
+            f"on; this space is too small for --test {n_test}"
+        )
     measured = np.array(
         [
             r.p50_ms
