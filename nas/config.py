@@ -109,6 +109,15 @@ class Constraints(_Strict):
         return self.max_latency_ms is not None or self.max_params is not None
 
 
+class EarlyStoppingConfig(_Strict):
+    """Successive halving on Pareto rank of (accuracy so far, latency) between epochs."""
+
+    enabled: bool = False
+    min_epochs: int = Field(1, ge=1, description="first rung, in epochs")
+    reduction_factor: int = Field(2, ge=2, le=100, description="keep the best 1/this at a rung")
+    min_trials: int = Field(4, ge=2, description="trials at a rung before it stops any")
+
+
 class SearchConfig(_Strict):
     sampler: Literal["nsga2", "tpe", "random"] = "nsga2"
     n_trials: int = Field(12, ge=1)
@@ -119,6 +128,7 @@ class SearchConfig(_Strict):
     seed_candidates: tuple[str, ...] = Field(
         (), description="candidate strings evaluated first, e.g. a known baseline"
     )
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
 
 
 class RunConfig(_Strict):

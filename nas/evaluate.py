@@ -26,6 +26,17 @@ from search_spaces.base import SearchSpace
 
 # (phase description, done, total): how far the current trial is.
 Progress = Callable[[str, int, int], None]
+# (epoch, accuracy after it, latency ms) -> why to stop training now, or None.
+StopCheck = Callable[[int, float, float], str | None]
+
+
+class StoppedEarly(Exception):
+    """Proxy training was stopped between epochs; `attrs` is what was measured until then."""
+
+    def __init__(self, reason: str, attrs: dict[str, Any]) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.attrs = attrs
 
 
 def _quiet(_: str, __: int, ___: int) -> None:
@@ -136,9 +147,18 @@ class Evaluator:
         return self.latency(candidate, model)
 
     def __call__(
-        self, candidate: Any, *, weights_path: Path | None = None, progress: Progress = _quiet
+        self,
+        candidate: Any,
+        *,
+        weights_path: Path | None = None,
+        progress: Progress = _quiet,
+        stop: StopCheck | None = None,
     ) -> Outcome:
-        """Measure, train and score `candidate`; save trained weights to `weights_path`."""
+        """Measure, train and score `candidate`; save trained weights to `weights_path`.
+
+        Raises:
+            StoppedEarly: `stop` asked to stop after an epoch before the last.
+        """
         shape = self.deployment_shape(candidate)
         progress("measuring size", 0, 1)
         deploy = self.space.build(candidate, self.deployment.num_classes, self.deployment.channels)
@@ -154,8 +174,24 @@ class Evaluator:
         def on_step(epoch: int, step: int, steps: int) -> None:
             progress(f"training {data.image_size}px, epoch {epoch}/{epochs}", step, steps)
 
+        so_far: list[float] = []
+
         def on_epoch(epoch: int, total: int, acc: float, loss: float) -> None:
             progress(f"epoch {epoch}/{total}: val acc {acc:.3f}, loss {loss:.3f}", 1, 1)
+            so_far.append(acc)
+            reason = stop(epoch, acc, latency.p50_ms) if stop and epoch < total else None
+            if reason is not None:
+                partial = Outcome(
+                    candidate=self.space.encode(candidate),
+                    accuracy=acc,
+                    latency=latency,
+                    params=params,
+                    flops=flops,
+                    proxy_input_size=data.image_size,
+                    epoch_accuracy=list(so_far),
+                    latency_cached=cached,
+                )
+                raise StoppedEarly(reason, {**partial.attrs(), "stop_reason": reason})
 
         start = time.perf_counter()
         result = train_proxy(

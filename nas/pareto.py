@@ -41,3 +41,39 @@ def front_indices(points: np.ndarray, maximize: Sequence[bool], sort_by: int = 0
     key = np.asarray(points, dtype=np.float64)[idx, sort_by]
     order = np.argsort(-key if maximize[sort_by] else key, kind="stable")
     return idx[order]
+
+
+def pareto_ranks(points: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
+    """Non-dominated sorting: 0 for the front, 1 for the front of what is left, and so on."""
+    pts = np.asarray(points, dtype=np.float64)
+    ranks = np.full(len(pts), -1, dtype=np.int64)
+    left = np.arange(len(pts))
+    rank = 0
+    while len(left):
+        mask = non_dominated_mask(pts[left], maximize)
+        ranks[left[mask]] = rank
+        left = left[~mask]
+        rank += 1
+    return ranks
+
+
+def hypervolume_2d(
+    points: np.ndarray, maximize: Sequence[bool], reference: Sequence[float]
+) -> float:
+    """Area dominated by `points` and bounded by `reference`, for two objectives.
+
+    `reference` must be worse than every point in both objectives; points that are not are left
+    out, as they dominate nothing inside the box.
+    """
+    pts = _as_minimization(points, maximize)
+    ref = np.where(np.asarray(maximize, dtype=bool), -np.asarray(reference), reference)
+    pts = pts[(pts < ref).all(axis=1)]
+    if len(pts) == 0:
+        return 0.0
+    pts = pts[non_dominated_mask(pts, (False, False))]
+    pts = pts[np.argsort(pts[:, 0])]
+    area, prev_y = 0.0, float(ref[1])
+    for x, y in pts:
+        area += (ref[0] - x) * (prev_y - y)
+        prev_y = y
+    return float(area)

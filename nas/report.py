@@ -34,6 +34,7 @@ TRIAL_COLUMNS = [
     "duration_s",
     "device",
     "duplicate_of",
+    "stop_reason",
     "failure_reason",
 ]
 OBJECTIVES = ("accuracy", "latency_p50_ms")
@@ -74,6 +75,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
                 "duration_s": round(duration, 2),
                 "device": device["name"] if isinstance(device, dict) else "",
                 "duplicate_of": a.get("duplicate_of"),
+                "stop_reason": a.get("stop_reason", ""),
                 "failure_reason": a.get("failure_reason", ""),
             }
         )

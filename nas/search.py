@@ -28,8 +28,9 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.config import RunConfig, SearchConfig
+from nas.early_stopping import Checkpoint, ParetoSuccessiveHalving
 from nas.errors import NASError, SearchError
-from nas.evaluate import Evaluator
+from nas.evaluate import Evaluator, StopCheck, StoppedEarly
 from nas.progress import NullReporter, SearchReporter
 from nas.report import trials_frame, write_plot, write_tables
 from nas.run import Run
@@ -109,8 +110,8 @@ def constraint_values(config: SearchConfig, latency_ms: float, params: int) -> d
 
 
 def is_finished(trial: FrozenTrial) -> bool:
-    """Counts toward the target: completed, or failed for a reason other than interruption."""
-    if trial.state == TrialState.COMPLETE:
+    """Counts toward the target: completed, stopped early, or failed other than by interruption."""
+    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
         return True
     return trial.state == TrialState.FAIL and not trial.user_attrs.get(INTERRUPTED, False)
 
@@ -213,11 +214,18 @@ class SearchLoop:
             attrs["duplicate_of"] = original.number
             self._tell(trial, attrs)
             return f"same candidate as trial {original.number}; reused its results"
-        outcome = self.evaluator(
-            candidate,
-            weights_path=self.run.weights_path(trial.number),
-            progress=self.reporter.phase,
-        )
+        try:
+            outcome = self.evaluator(
+                candidate,
+                weights_path=self.run.weights_path(trial.number),
+                progress=self.reporter.phase,
+                stop=self._stop_check(trial.number),
+            )
+        except StoppedEarly as stopped:
+            for key, value in stopped.attrs.items():
+                trial.set_user_attr(key, value)
+            self.study.tell(trial, state=TrialState.PRUNED)
+            return stopped.reason
         if not all(math.isfinite(v) for v in outcome.values):
             raise SearchError(f"non-finite objectives {outcome.values}")
         self._tell(trial, outcome.attrs())
@@ -227,6 +235,35 @@ class SearchLoop:
             f"{' (predicted)' if outcome.latency.source == 'predicted' else ''}, "
             f"{outcome.params / 1e6:.2f} M params"
         )
+
+    def checkpoints(self) -> list[Checkpoint]:
+        """Per-epoch accuracy of every trial that trained (completed or stopped early)."""
+        out = []
+        for t in self.study.get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)
+        ):
+            a = t.user_attrs
+            if "duplicate_of" in a or "latency_p50_ms" not in a:
+                continue
+            for epoch, acc in enumerate(a.get("epoch_accuracy", []), start=1):
+                out.append(Checkpoint(t.number, epoch, acc, a["latency_p50_ms"]))
+        return out
+
+    def _stop_check(self, number: int) -> StopCheck | None:
+        cfg = self.config.search.early_stopping
+        if not cfg.enabled:
+            return None
+        stopper = ParetoSuccessiveHalving(
+            min_epochs=cfg.min_epochs,
+            reduction_factor=cfg.reduction_factor,
+            min_trials=cfg.min_trials,
+        )
+        history = self.checkpoints()
+
+        def check(epoch: int, accuracy: float, latency_ms: float) -> str | None:
+            return stopper.should_stop(Checkpoint(number, epoch, accuracy, latency_ms), history)
+
+        return check
 
     def _write_outputs(self, plot: bool) -> int:
         trials = trials_frame(self.study)
@@ -276,7 +313,10 @@ class SearchLoop:
                     summary, status = f"failed: {reason}", "failed"
                 else:
                     frozen = self.study.get_trials(deepcopy=False)[trial.number]
-                    known.setdefault(frozen.user_attrs["candidate"], frozen)
+                    if frozen.state == TrialState.PRUNED:
+                        status = "stopped early"
+                    else:
+                        known.setdefault(frozen.user_attrs["candidate"], frozen)
                 done += 1
                 front_size = self._write_outputs(plot=False)
                 line = f"trial {trial.number} {status} in {time.monotonic() - t0:.1f} s: {summary}"

@@ -58,3 +58,16 @@ def test_rejects_nan_and_bad_shapes() -> None:
     with pytest.raises(ValueError, match="must be"):
         non_dominated_mask(np.zeros((3, 3)), (True, False))
     assert non_dominated_mask(np.zeros((0, 2)), (True, False)).tolist() == []
+
+
+def test_hypervolume_2d_by_hand_and_by_grid() -> None:
+    from nas.pareto import hypervolume_2d
+
+    # Accuracy up, latency down; reference (0, 10). Front (0.5, 2), (0.8, 6): boxes 0.5*8 + 0.3*4.
+    pts = np.array([[0.5, 2.0], [0.8, 6.0], [0.4, 7.0]])
+    assert hypervolume_2d(pts, (True, False), (0.0, 10.0)) == pytest.approx(0.5 * 8 + 0.3 * 4)
+    rng = np.random.default_rng(1)
+    pts = rng.uniform(0, 1, size=(12, 2))
+    grid = np.stack(np.meshgrid(np.linspace(0, 1, 401), np.linspace(0, 1, 401)), -1).reshape(-1, 2)
+    covered = ((pts[None, :, 0] >= grid[:, None, 0]) & (pts[None, :, 1] <= grid[:, None, 1])).any(1)
+    assert hypervolume_2d(pts, (True, False), (0.0, 1.0)) == pytest.approx(covered.mean(), abs=0.01)
