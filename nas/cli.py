@@ -201,15 +201,22 @@ def latency_profile(
     from nas import api
     from nas.progress import phase_callback, progress_bar
 
-    with progress_bar(err) as bar:
-        path = api.profile_device(
-            device,
-            config_path=config,
-            space_name=space,
-            out=out_path,
-            calibration=calibration,
-            progress=phase_callback(bar),
+    try:
+        with progress_bar(err) as bar:
+            path = api.profile_device(
+                device,
+                config_path=config,
+                space_name=space,
+                out=out_path,
+                calibration=calibration,
+                progress=phase_callback(bar),
+            )
+    except KeyboardInterrupt:
+        err.print(
+            "profile interrupted; what was measured is kept, rerun the same command to resume",
+            highlight=False,
         )
+        raise typer.Exit(130) from None
     out.print(f"latency table: {path} (metadata {path.with_suffix('.json')})", highlight=False)
 
 
