@@ -38,7 +38,7 @@ def main() -> None:
     from latency_predictors.sources import find_device_table
 
     config = load_config(args.config)
-    table = find_device_table(args.device, config.space.name)
+    table = find_device_table(args.device, config.space.name, config.space.model_dump(mode="json"))
     with tempfile.TemporaryDirectory() as tmp:
         if args.profile or table is None:
             start = time.perf_counter()

@@ -132,18 +132,26 @@ def predictor_path(
     )
 
 
-def find_device_table(device: str, space_name: str, folder: Path = TABLES_DIR) -> Path | None:
-    """The table in `folder` for `device` and `space_name`, if there is one."""
+def find_device_table(
+    device: str, space_name: str, space_config: Any = None, folder: Path = TABLES_DIR
+) -> Path | None:
+    """The table in `folder` for `device` and `space_name`, if there is one.
+
+    A table profiled for exactly `space_config` wins over one for another configuration of the
+    same space (which may still cover it).
+    """
+    matches = []
     for path in find_tables(folder):
         try:
             meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        if (meta.get("device") or {}).get("name") == device and (meta.get("space") or {}).get(
-            "name"
-        ) == space_name:
-            return path
-    return None
+        space = meta.get("space") or {}
+        if (meta.get("device") or {}).get("name") == device and space.get("name") == space_name:
+            if space_config is not None and space.get("config") == space_config:
+                return path
+            matches.append(path)
+    return matches[0] if matches else None
 
 
 def check_table_device(table: LatencyTable, config: RunConfig) -> None:
@@ -181,7 +189,9 @@ def check_table_device(table: LatencyTable, config: RunConfig) -> None:
 def lookup_predictor(config: RunConfig, space: Any) -> tuple[LookupTablePredictor, LatencyTable]:
     """The config's table, checked against the device and space, with its correction fitted."""
     lat = config.latency
-    path = lat.table or find_device_table(lat.device, space.name)
+    path = lat.table or find_device_table(
+        lat.device, space.name, config.space.model_dump(mode="json")
+    )
     if path is None:
         raise TableError(
             f"no latency table for device {lat.device!r} and space {space.name!r} in "
