@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +14,7 @@ from latency_predictors.cache import LatencyCache
 from nas.config import DeploymentConfig
 from nas.errors import LatencyError
 from nas.onnx_io import export_onnx
-
-Progress = Callable[[str, int, int], None]
-
-
-def _quiet(_: str, __: int, ___: int) -> None:
-    return None
+from nas.progress import PhaseProgress, quiet
 
 
 def deployment_shape(
@@ -75,7 +70,7 @@ def measure_candidates(
     deployment: DeploymentConfig,
     *,
     cache: LatencyCache | None = None,
-    progress: Progress = _quiet,
+    progress: PhaseProgress = quiet,
     what: str = "measuring candidates",
 ) -> list[LatencyResult]:
     """`measure_candidate` over many candidates, reporting progress."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +22,8 @@ from latency_predictors.backends import LatencyBackend, LatencyResult
 from latency_predictors.table import Calibration, write_table
 from nas.errors import LatencyError, TableError
 from nas.onnx_io import export_onnx
+from nas.progress import PhaseProgress, quiet
 from search_spaces.efficientnet.operators import OperatorKey
-
-Progress = Callable[[str, int, int], None]
-
-
-def _quiet(_: str, __: int, ___: int) -> None:
-    return None
 
 
 def partial_path(out: Path) -> Path:
@@ -91,7 +85,7 @@ def profile_space(
     space_config: dict[str, Any],
     calibration: int = 20,
     seed: int = 0,
-    progress: Progress = _quiet,
+    progress: PhaseProgress = quiet,
 ) -> Path:
     """Measure every operator of `space` on `backend` and write the table to `out`.
 
@@ -149,11 +143,8 @@ def profile_space(
 
         done = len(done_ops) + len(done_cal)
         for cand in covering:
-            ops = [
-                op for op in space.operators(cand, num_classes, in_chans) if op.key not in done_ops
-            ]
-            for op in ops:
-                if op.key in done_ops:  # the same operator twice in one network
+            for op in space.operators(cand, num_classes, in_chans):
+                if op.key in done_ops:  # measured already, here or in an interrupted run
                     continue
                 progress(f"operators on {device.name}", done, total)
                 start = time.perf_counter()

@@ -363,7 +363,11 @@ def evaluate_predictor(
     )
     progress("predicting", 0, 1)
     predicted = np.asarray(predictor.predict(test_set))
-    flops = FlopsPredictor(space, config.deployment).fit(fit_set, fit_ms)
+    flops = (
+        predictor
+        if kind == "flops"
+        else FlopsPredictor(space, config.deployment).fit(fit_set, fit_ms)
+    )
     baseline = np.asarray(flops.predict(test_set))
     progress("predicting", 1, 1)
     path = predictor_path(runs_dir, device, space.name, config.space.model_dump(mode="json"), kind)

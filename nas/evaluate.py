@@ -20,12 +20,11 @@ from latency_predictors.sources import LatencySource
 from nas.config import DeploymentConfig, TrainingConfig
 from nas.data import ProxySplits
 from nas.metrics import count_flops, count_params
+from nas.progress import PhaseProgress, quiet
 from nas.run import write_atomic
 from nas.training import train_proxy
 from search_spaces.base import SearchSpace
 
-# (phase description, done, total): how far the current trial is.
-Progress = Callable[[str, int, int], None]
 # (epoch, accuracy after it, latency ms) -> why to stop training now, or None.
 StopCheck = Callable[[int, float, float], str | None]
 
@@ -37,10 +36,6 @@ class StoppedEarly(Exception):
         super().__init__(reason)
         self.reason = reason
         self.attrs = attrs
-
-
-def _quiet(_: str, __: int, ___: int) -> None:
-    return None
 
 
 @dataclass
@@ -151,7 +146,7 @@ class Evaluator:
         candidate: Any,
         *,
         weights_path: Path | None = None,
-        progress: Progress = _quiet,
+        progress: PhaseProgress = quiet,
         stop: StopCheck | None = None,
     ) -> Outcome:
         """Measure, train and score `candidate`; save trained weights to `weights_path`.

@@ -18,6 +18,14 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+# (phase description, done, total): how far the current piece of work is.
+PhaseProgress = Callable[[str, int, int], None]
+
+
+def quiet(_: str, __: int, ___: int) -> None:
+    """A `PhaseProgress` that reports nothing."""
+    return None
+
 
 def progress_bar(console: Console, *extra: ProgressColumn) -> Progress:
     """Description, bar, done/total, elapsed and remaining time, then `extra` columns."""
@@ -36,7 +44,7 @@ def progress_bar(console: Console, *extra: ProgressColumn) -> Progress:
     )
 
 
-def phase_callback(bar: Progress) -> Callable[[str, int, int], None]:
+def phase_callback(bar: Progress) -> PhaseProgress:
     """A (phase, done, total) callback that keeps one bar per phase."""
     tasks: dict[str, TaskID] = {}
 
