@@ -43,6 +43,7 @@ BUILTIN_DEVICES: dict[str, BuiltinDevice] = {
     d.name: d
     for d in (
         BuiltinDevice("cpu-ort-fp32", "onnxruntime", "fp32", "ONNX Runtime, CPU provider, fp32"),
+        BuiltinDevice("cpu-ort-int8", "onnxruntime", "int8", "ONNX Runtime, CPU, int8 QDQ model"),
         BuiltinDevice("cpu-ov-fp32", "openvino", "fp32", "OpenVINO CPU plugin, fp32"),
         BuiltinDevice("cpu-ov-bf16", "openvino", "bf16", "OpenVINO CPU plugin, bf16 hint"),
         BuiltinDevice("cpu-ov-int8", "openvino", "int8", "OpenVINO CPU plugin, int8 QDQ model"),
@@ -51,6 +52,27 @@ BUILTIN_DEVICES: dict[str, BuiltinDevice] = {
         BuiltinDevice("gpu-trt-int8", "tensorrt", "int8", "TensorRT int8 engine, NVIDIA GPU"),
     )
 }
+
+
+def precision_device(device: str, precision: str) -> str:
+    """The built-in device that runs `device`'s runtime at `precision`.
+
+    Raises:
+        LatencyError: `device` is not built in, or its runtime has no such precision.
+    """
+    spec = BUILTIN_DEVICES.get(device)
+    if spec is None:
+        raise LatencyError(
+            f"device {device!r} is not built in; compressed candidates are measured on one of "
+            f"{', '.join(BUILTIN_DEVICES)}"
+        )
+    siblings = {d.precision: d.name for d in BUILTIN_DEVICES.values() if d.backend == spec.backend}
+    if precision not in siblings:
+        raise LatencyError(
+            f"precision {precision} cannot run on {spec.backend} (device {device}); "
+            f"{spec.backend} runs: {', '.join(siblings)}"
+        )
+    return siblings[precision]
 
 
 def measurement_backend(

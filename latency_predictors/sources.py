@@ -19,7 +19,12 @@ from torch import nn
 from latency_predictors.backends import LatencyBackend, LatencyResult
 from latency_predictors.cache import LatencyCache
 from latency_predictors.device import Device
-from latency_predictors.devices import BUILTIN_DEVICES, TABLES_DIR, config_backend
+from latency_predictors.devices import (
+    BUILTIN_DEVICES,
+    TABLES_DIR,
+    config_backend,
+    precision_device,
+)
 from latency_predictors.measure import measure_candidate
 from latency_predictors.predictors import LookupTablePredictor, load_predictor
 from latency_predictors.table import LatencyTable, find_tables, load_table
@@ -210,8 +215,11 @@ def latency_source(config: RunConfig, space: Any, runs_dir: Path) -> LatencySour
     lat = config.latency
     measured: MeasuredLatency | None = None
     if lat.mode != "predicted":
-        backend = config_backend(config)
-        cache = LatencyCache(Path(runs_dir) / LATENCY_CACHE)
+        # With compression the device names the runtime; the search's reference (and early
+        # stopping's latency) is the fp32 parent on it.
+        parent = precision_device(lat.device, "fp32") if config.compression.enabled else None
+        backend = config_backend(config, parent)
+        cache = latency_cache(runs_dir)
         measured = MeasuredLatency(space, backend, config.deployment, cache)
         if lat.mode == "measured":
             return measured
@@ -249,6 +257,22 @@ def latency_source(config: RunConfig, space: Any, runs_dir: Path) -> LatencySour
     if measured is None:
         return predicted
     return HybridLatency(predicted, measured, lat.hybrid_max_uncertainty)
+
+
+def precision_backends(config: RunConfig) -> dict[str, LatencyBackend]:
+    """One measurement backend per precision of a compression search, on the device's runtime.
+
+    Raises:
+        LatencyError: a precision the runtime cannot run (or this machine cannot measure).
+    """
+    return {
+        p: config_backend(config, precision_device(config.latency.device, p))
+        for p in config.compression.quantization.precisions
+    }
+
+
+def latency_cache(runs_dir: Path) -> LatencyCache:
+    return LatencyCache(Path(runs_dir) / LATENCY_CACHE)
 
 
 def _device_of(name: str, config: RunConfig) -> Device:

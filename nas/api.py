@@ -66,6 +66,7 @@ def search(
 
     from latency_predictors.sources import HybridLatency, latency_source
     from nas.data import load_dataset, make_splits
+    from nas.distillation import Teacher, check_teacher
     from nas.evaluate import Evaluator
     from nas.report import front_frame, trials_frame
     from nas.search import SearchLoop
@@ -77,6 +78,8 @@ def search(
     dataset = load_dataset(config.data)
     splits = make_splits(dataset, config.data, config.seed)
     latency = latency_source(config, space, runs_dir)
+    compressor = _compressor(config, space, splits, runs_dir)
+    check_teacher(config.compression.distillation, space, splits)
     run = Run.check(runs_dir, config)
 
     parts = ["nas", "search", str(config_path), "--name", config.name]
@@ -100,6 +103,18 @@ def search(
                 deployment=config.deployment,
                 latency=latency,
                 seed=config.seed,
+                compressor=compressor,
+                teacher=Teacher(
+                    config.compression.distillation,
+                    space,
+                    splits,
+                    config.training,
+                    run.root,
+                    seed=config.seed,
+                )
+                if config.compression.distillation.enabled
+                else None,
+                finetune_lr_scale=config.compression.pruning.finetune_lr_scale,
             )
             loop = SearchLoop(
                 run=run, config=config, evaluator=evaluator, reporter=reporter, resume_hint=hint
@@ -128,6 +143,24 @@ def search(
             handler.close()
     return SearchResult(
         run, summary.finished, summary.target, front, summary.stopped_by_timeout, summary.seconds
+    )
+
+
+def _compressor(config: RunConfig, space: Any, splits: Any, runs_dir: Path) -> Any:
+    """The compressor a config asks for, or None; checks runtimes and calibration data first."""
+    from latency_predictors.sources import latency_cache, precision_backends
+    from nas.artifacts import Compressor
+    from nas.quantization import load_calibration
+
+    if not config.compression.enabled:
+        return None
+    return Compressor(
+        config=config.compression,
+        space=space,
+        deployment=config.deployment,
+        backends=precision_backends(config),
+        calibration=load_calibration(config.compression.quantization, splits),
+        cache=latency_cache(runs_dir),
     )
 
 

@@ -65,24 +65,30 @@ def _print_front(front: Any, fmt: TableFormat) -> None:
         sys.stdout.write(json.dumps(front_records(front), indent=2) + "\n")
         return
     table = Table(title=f"Pareto front ({len(front)} candidates)", show_lines=False)
-    for col, justify in (
-        ("trial", "right"),
-        ("accuracy", "right"),
-        ("p50 ms", "right"),
-        ("p90 ms", "right"),
-        ("params M", "right"),
-        ("GFLOPs", "right"),
-    ):
+    compressed = bool((front["precision"] != "").any()) if len(front) else False
+    columns = [("trial", "right"), ("accuracy", "right"), ("p50 ms", "right")]
+    columns += [("p90 ms", "right"), ("params M", "right"), ("GFLOPs", "right")]
+    if compressed:
+        columns += [("pruned", "right"), ("precision", "left"), ("vs fp32 parent", "right")]
+    for col, justify in columns:
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for r in front.itertuples():
-        table.add_row(
+        cells = [
             str(r.number),
             f"{r.accuracy:.4f}",
             f"{r.latency_p50_ms:.3f}",
             f"{r.latency_p90_ms:.3f}",
             f"{r.params / 1e6:.2f}",
             f"{r.flops / 1e9:.3f}",
-        )
+        ]
+        if compressed:
+            slower = " SLOWER" if r.slower_than_parent is True else ""
+            cells += [
+                f"{r.prune_ratio:.0%}",
+                str(r.precision),
+                f"{r.speedup_vs_parent:.2f}x{slower}",
+            ]
+        table.add_row(*cells)
     out.print(table)
     # Candidate strings on lines of their own, never folded, so they copy and paste whole.
     for r in front.itertuples():
@@ -153,6 +159,13 @@ def export(
     path = api.export(run_dir, out=out_dir, trial=trial, candidate=candidate, force=force)
     card = json.loads((path / "model_card.json").read_text())
     for name, info in card["files"].items():
+        if "parity" not in info:
+            out.print(
+                f"{path / name}: input {info['input_shape']}, {info['quantization']}; top-1 "
+                f"agrees with fp32 on {info['top1_agreement_with_fp32']:.1%} of images",
+                highlight=False,
+            )
+            continue
         p = info["parity"]
         out.print(
             f"{path / name}: input {info['input_shape']}, ONNX Runtime vs torch max abs "

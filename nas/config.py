@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from nas.errors import ConfigError
 from search_spaces.efficientnet.config import EfficientNetSpaceConfig
@@ -118,6 +125,131 @@ class EarlyStoppingConfig(_Strict):
     min_trials: int = Field(4, ge=2, description="trials at a rung before it stops any")
 
 
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+Precision = Literal["fp32", "fp16", "bf16", "int8"]
+
+
+class PruningConfig(_Strict):
+    """Structured channel pruning (Torch-Pruning), then fine-tuning; off when `ratios` is empty.
+
+    The search dimension is the prune ratio, drawn from 0 (unpruned) and `ratios`.
+    """
+
+    ratios: tuple[float, ...] = Field(
+        (), description="share of channels removed, each in (0, 1); 0 (unpruned) is always a choice"
+    )
+    per_stage: bool = Field(
+        False, description="one ratio dimension per stage instead of one for the network"
+    )
+    global_ranking: bool = Field(
+        False,
+        description="rank channels across layers (Torch-Pruning global pruning) instead "
+        "of removing the same share from each layer",
+    )
+    importance: Literal["l1", "l2"] = Field("l2", description="channel magnitude norm")
+    finetune_epochs: int = Field(1, ge=0, le=1000, description="proxy epochs after pruning")
+    iterative_steps: int = Field(
+        1,
+        ge=1,
+        le=100,
+        description="1: prune at once; k: prune in k steps, fine-tuning "
+        "finetune_epochs / k epochs after each (gradual pruning)",
+    )
+    round_to: int = Field(8, ge=1, le=256, description="keep channel counts multiples of this")
+    finetune_lr_scale: float = Field(
+        0.1, gt=0, le=1, description="fine-tuning learning rate as a share of training.lr"
+    )
+
+    @field_validator("ratios")
+    @classmethod
+    def _ratios_in_range(cls, ratios: tuple[float, ...]) -> tuple[float, ...]:
+        bad = [r for r in ratios if not 0.0 < r < 1.0]
+        if bad:
+            raise ValueError(
+                f"{bad} outside (0, 1): a prune ratio is the share of channels removed, e.g. "
+                "0.25; leave ratios empty to turn pruning off"
+            )
+        if len(set(ratios)) != len(ratios):
+            raise ValueError("a ratio repeats")
+        return ratios
+
+    @model_validator(mode="after")
+    def _steps_fit(self) -> PruningConfig:
+        if self.finetune_epochs and self.iterative_steps > self.finetune_epochs:
+            raise ValueError(
+                f"iterative_steps {self.iterative_steps} needs at least as many "
+                f"finetune_epochs (got {self.finetune_epochs})"
+            )
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.ratios)
+
+
+class QuantizationConfig(_Strict):
+    """Precisions of the exported artifact; int8 is post-training static quantization."""
+
+    precisions: tuple[Precision, ...] = Field(
+        ("fp32",),
+        description="fp32, fp16, bf16, int8; the device's runtime "
+        "must run each (see `nas devices`)",
+    )
+    calibration_batches: int = Field(8, ge=1, le=1000)
+    calibration_batch_size: int = Field(32, ge=1, le=4096)
+    calibration_method: Literal["minmax", "entropy", "percentile"] = Field(
+        "minmax", description="ONNX Runtime calibrator (OpenVINO int8 uses NNCF's own)"
+    )
+    per_channel: bool = Field(True, description="per-channel int8 weights")
+    calibration_path: Path | None = Field(
+        None,
+        description=".npz with an array x of uint8 images (N, C, H, W) shaped like the "
+        "proxy data; default: the proxy training images",
+    )
+
+    @field_validator("precisions")
+    @classmethod
+    def _unique(cls, precisions: tuple[str, ...]) -> tuple[str, ...]:
+        if not precisions:
+            raise ValueError(f"name at least one of {', '.join(PRECISIONS)}")
+        if len(set(precisions)) != len(precisions):
+            raise ValueError("a precision repeats")
+        return precisions
+
+    @property
+    def enabled(self) -> bool:
+        return self.precisions != ("fp32",)
+
+
+class DistillationConfig(_Strict):
+    """Knowledge distillation in proxy training and fine-tuning; off when `teacher` is unset."""
+
+    teacher: str | None = Field(
+        None,
+        description="a candidate string of the space, or timm:<model name>; trained once "
+        "on the proxy data and cached in the run",
+    )
+    teacher_epochs: int = Field(4, ge=1, le=1000)
+    temperature: float = Field(4.0, gt=0, le=100)
+    weight: float = Field(0.5, gt=0, le=1, description="share of the distillation loss")
+
+    @property
+    def enabled(self) -> bool:
+        return self.teacher is not None
+
+
+class CompressionConfig(_Strict):
+    """Order follows practice: train, prune, fine-tune, quantize."""
+
+    pruning: PruningConfig = Field(default_factory=PruningConfig)
+    quantization: QuantizationConfig = Field(default_factory=QuantizationConfig)
+    distillation: DistillationConfig = Field(default_factory=DistillationConfig)
+
+    @property
+    def enabled(self) -> bool:
+        return self.pruning.enabled or self.quantization.enabled
+
+
 class SearchConfig(_Strict):
     sampler: Literal["nsga2", "tpe", "random"] = "nsga2"
     n_trials: int = Field(12, ge=1)
@@ -140,6 +272,7 @@ class RunConfig(_Strict):
     deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
     latency: LatencyConfig = Field(default_factory=LatencyConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
+    compression: CompressionConfig = Field(default_factory=CompressionConfig)
 
     @model_validator(mode="after")
     def _seeds_in_space(self) -> RunConfig:
@@ -151,6 +284,12 @@ class RunConfig(_Strict):
                 space.to_params(space.decode(text))
             except ValueError as e:
                 raise ValueError(f"search.seed_candidates[{i}]: {e}") from None
+        if self.compression.enabled and self.latency.mode != "measured":
+            raise ValueError(
+                "compression: pruned or quantized candidates are scored on their measured "
+                "artifact; set latency.mode: measured (latency tables describe unpruned "
+                "networks of one precision)"
+            )
         return self
 
     def with_overrides(

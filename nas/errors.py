@@ -63,3 +63,7 @@ class TableError(NASError, ValueError):
 
 class PredictorError(NASError, ValueError):
     """A latency predictor is missing, unfitted, or asked for something it cannot predict."""
+
+
+class CompressionError(NASError, RuntimeError):
+    """Pruning, quantization or scoring of a compressed artifact failed."""

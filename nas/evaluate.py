@@ -17,12 +17,15 @@ import torch
 
 from latency_predictors.backends import LatencyResult
 from latency_predictors.sources import LatencySource
+from nas.artifacts import Compressor, history_path, save_history
+from nas.compression import Compression
 from nas.config import DeploymentConfig, TrainingConfig
 from nas.data import ProxySplits
+from nas.distillation import Teacher
 from nas.metrics import count_flops, count_params
 from nas.progress import PhaseProgress, quiet
 from nas.run import write_atomic
-from nas.training import train_proxy
+from nas.training import Distillation, train_proxy
 from search_spaces.base import SearchSpace
 
 # (epoch, accuracy after it, latency ms) -> why to stop training now, or None.
@@ -51,6 +54,8 @@ class Outcome:
     epoch_accuracy: list[float] = field(default_factory=list)
     train_seconds: float = 0.0
     latency_cached: bool = False
+    accuracy_trained: float | None = None
+    compression: dict[str, Any] = field(default_factory=dict)
 
     @property
     def values(self) -> tuple[float, float]:
@@ -78,6 +83,8 @@ class Outcome:
             "proxy_input_size": self.proxy_input_size,
             "epoch_accuracy": self.epoch_accuracy,
             "train_seconds": self.train_seconds,
+            "accuracy_trained": self.accuracy_trained,
+            **self.compression,
         }
 
 
@@ -89,8 +96,13 @@ class Evaluator:
         data: Proxy training and validation splits.
         training: Proxy-training recipe.
         deployment: Shape at which latency is measured.
-        latency: Where latency comes from: measured, predicted or hybrid.
+        latency: Where latency comes from: measured, predicted or hybrid. With compression,
+            this is the fp32 parent's latency, used by early stopping and as the reference.
         seed: Seed for weight initialisation and data order; the same for every candidate.
+        compressor: Prunes, fine-tunes, quantizes and scores the artifact, when the search has
+            compression dimensions.
+        teacher: Distillation teacher, when proxy training distils.
+        finetune_lr_scale: Fine-tuning learning rate as a share of `training.lr`.
     """
 
     def __init__(
@@ -102,6 +114,9 @@ class Evaluator:
         deployment: DeploymentConfig,
         latency: LatencySource,
         seed: int = 0,
+        compressor: Compressor | None = None,
+        teacher: Teacher | None = None,
+        finetune_lr_scale: float = 0.1,
     ) -> None:
         self.space = space
         self.data = data
@@ -109,6 +124,9 @@ class Evaluator:
         self.deployment = deployment
         self.latency = latency
         self.seed = seed
+        self.compressor = compressor
+        self.teacher = teacher
+        self.finetune_lr_scale = finetune_lr_scale
         self._resized: dict[int, ProxySplits] = {}
 
     def deployment_shape(self, candidate: Any) -> tuple[int, int, int, int]:
@@ -141,15 +159,46 @@ class Evaluator:
         """
         return self.latency(candidate, model)
 
+    def _distillation(self, data: ProxySplits, progress: PhaseProgress) -> Distillation | None:
+        return None if self.teacher is None else self.teacher.distillation(data, progress)
+
+    def finetune(self, data: ProxySplits, progress: PhaseProgress) -> Any:
+        """A function that fine-tunes a network for some epochs at the fine-tuning rate."""
+
+        def run(model: torch.nn.Module, epochs: int) -> float:
+            recipe = self.training.model_copy(
+                update={"epochs": epochs, "lr": self.training.lr * self.finetune_lr_scale}
+            )
+
+            def on_step(epoch: int, step: int, steps: int) -> None:
+                progress(f"fine-tuning, epoch {epoch}/{epochs}", step, steps)
+
+            result = train_proxy(
+                model,
+                data,
+                recipe,
+                seed=self.seed + 1,
+                on_step=on_step,
+                distillation=self._distillation(data, progress),
+            )
+            return result.accuracy
+
+        return run
+
     def __call__(
         self,
         candidate: Any,
         *,
+        compression: Compression | None = None,
         weights_path: Path | None = None,
         progress: PhaseProgress = quiet,
         stop: StopCheck | None = None,
     ) -> Outcome:
-        """Measure, train and score `candidate`; save trained weights to `weights_path`.
+        """Measure, train, compress and score `candidate`; save the weights to `weights_path`.
+
+        Without a compressor, accuracy is the trained network's in torch and latency the
+        latency source's. With one, both come from the compressed artifacts (see
+        `nas.artifacts`), and the pruning history is saved beside the weights.
 
         Raises:
             StoppedEarly: `stop` asked to stop after an epoch before the last.
@@ -190,11 +239,15 @@ class Evaluator:
 
         start = time.perf_counter()
         result = train_proxy(
-            model, data, self.training, seed=self.seed, on_epoch=on_epoch, on_step=on_step
+            model,
+            data,
+            self.training,
+            seed=self.seed,
+            on_epoch=on_epoch,
+            on_step=on_step,
+            distillation=self._distillation(data, progress),
         )
-        if weights_path is not None:
-            save_weights(model, weights_path)
-        return Outcome(
+        outcome = Outcome(
             candidate=self.space.encode(candidate),
             accuracy=result.accuracy,
             latency=latency,
@@ -202,9 +255,35 @@ class Evaluator:
             flops=flops,
             proxy_input_size=data.image_size,
             epoch_accuracy=result.epoch_accuracy,
-            train_seconds=time.perf_counter() - start,
             latency_cached=cached,
+            accuracy_trained=result.accuracy,
         )
+        if self.compressor is not None:
+            score = self.compressor(
+                candidate,
+                compression or Compression(),
+                model,
+                data,
+                finetune=self.finetune(data, progress),
+                progress=progress,
+                parent=latency,
+                parent_cached=cached,
+            )
+            outcome.accuracy, outcome.latency = score.accuracy, score.latency
+            outcome.latency_cached = score.latency_cached
+            outcome.compression = {
+                **score.attrs,
+                "params_parent": params,
+                "flops_parent": flops,
+                "latency_parent_cached": cached,
+            }
+            outcome.params, outcome.flops = score.params, score.flops
+            if weights_path is not None and score.history:
+                save_history(score.history, history_path(weights_path))
+        outcome.train_seconds = time.perf_counter() - start
+        if weights_path is not None:
+            save_weights(model, weights_path)
+        return outcome
 
 
 def save_weights(model: torch.nn.Module, path: Path) -> None:

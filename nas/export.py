@@ -22,6 +22,8 @@ import torch
 from torch import nn
 
 import nas
+from nas.artifacts import history_path, load_history
+from nas.compression import replay
 from nas.errors import ExportError, RunError, UnknownTrialError
 from nas.onnx_io import INPUT_NAME, OUTPUT_NAME, export_onnx, file_sha256, run_onnx
 from nas.run import Run
@@ -164,9 +166,15 @@ def export_trial(
     proxy = space.build(
         cand, data_info["num_classes"], data_info["channels"], input_size=proxy_size
     )
-    proxy.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     dep = config.deployment
     deploy = space.build(cand, dep.num_classes, dep.channels)
+    history_file = history_path(weights)
+    if history_file.is_file():  # a pruned trial: cut both networks the same way first
+        history = load_history(history_file)
+        replay(proxy, torch.zeros(1, data_info["channels"], proxy_size, proxy_size), history)
+        side = space.resolution(cand)
+        replay(deploy, torch.zeros(1, dep.channels, side, side), history)
+    proxy.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     notes = transfer_weights(proxy, deploy)
     shapes = {
         "model.onnx": (
@@ -196,6 +204,8 @@ def export_trial(
                 "bytes": path.stat().st_size,
                 "parity": check,
             }
+        if attrs.get("precision") == "int8":
+            files.update(_int8_files(config, tmp, shapes))
         card = model_card(run, config, trial, data_info, files, notes)
         (tmp / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
         _replace_dir(tmp, out, force)
@@ -203,6 +213,35 @@ def export_trial(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _int8_files(config: Any, folder: Path, shapes: dict[str, tuple[int, ...]]) -> dict[str, Any]:
+    """int8 QDQ copies of the exported models, calibrated as the search calibrated them."""
+    from nas.data import load_dataset, make_splits
+    from nas.quantization import load_calibration, quantize_int8, shaped
+
+    splits = make_splits(load_dataset(config.data), config.data, config.seed)
+    images = load_calibration(config.compression.quantization, splits)
+    files = {}
+    for name, shape in shapes.items():
+        out = folder / name.replace(".onnx", "_int8.onnx")
+        x = shaped(images, shape[1], shape[-1])
+        quantize_int8(folder / name, out, x, config.compression.quantization)
+        # Top-1 agreement with the fp32 model on the calibration images, one batch at a time.
+        sample = x[: 64 * shape[0]].numpy()
+        batches = [sample[i : i + shape[0]] for i in range(0, len(sample) - shape[0] + 1, shape[0])]
+        same = [
+            (run_onnx(out, b).argmax(1) == run_onnx(folder / name, b).argmax(1)).mean()
+            for b in batches
+        ]
+        files[out.name] = {
+            "input_shape": list(shape),
+            "sha256": file_sha256(out),
+            "bytes": out.stat().st_size,
+            "quantization": "static int8 QDQ (ONNX Runtime), calibrated on proxy images",
+            "top1_agreement_with_fp32": float(np.mean(same)),
+        }
+    return files
 
 
 def model_card(
@@ -237,6 +276,22 @@ def model_card(
         },
         "params": a["params"],
         "flops": a["flops"],
+        "compression": {
+            key: a[key]
+            for key in (
+                "compression",
+                "prune_ratio",
+                "precision",
+                "accuracy_trained",
+                "accuracy_pruned",
+                "accuracy_finetuned",
+                "latency_parent_ms",
+                "speedup_vs_parent",
+                "slower_than_parent",
+            )
+            if key in a
+        }
+        or None,
         "inputs": {
             "name": INPUT_NAME,
             "output": OUTPUT_NAME,

@@ -22,6 +22,8 @@ TRIAL_COLUMNS = [
     "feasible",
     "on_front",
     "candidate",
+    "prune_ratio",
+    "precision",
     "accuracy",
     "latency_p50_ms",
     "latency_p90_ms",
@@ -31,6 +33,13 @@ TRIAL_COLUMNS = [
     "latency_measured_ms",
     "params",
     "flops",
+    "accuracy_trained",
+    "accuracy_pruned",
+    "accuracy_finetuned",
+    "latency_parent_ms",
+    "speedup_vs_parent",
+    "slower_than_parent",
+    "params_parent",
     "duration_s",
     "device",
     "duplicate_of",
@@ -39,6 +48,10 @@ TRIAL_COLUMNS = [
 ]
 OBJECTIVES = ("accuracy", "latency_p50_ms")
 MAXIMIZE = (True, False)
+
+
+def _number(value: Any) -> float:
+    return math.nan if value is None else float(value)
 
 
 def _feasible(trial: optuna.trial.FrozenTrial) -> bool:
@@ -63,6 +76,8 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
                 "state": t.state.name,
                 "feasible": _feasible(t),
                 "candidate": a.get("candidate", ""),
+                "prune_ratio": _number(a.get("prune_ratio")),
+                "precision": a.get("precision", ""),
                 "accuracy": a.get("accuracy", math.nan),
                 "latency_p50_ms": a.get("latency_p50_ms", math.nan),
                 "latency_p90_ms": a.get("latency_p90_ms", math.nan),
@@ -72,6 +87,13 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
                 "latency_measured_ms": measured,
                 "params": a.get("params"),
                 "flops": a.get("flops"),
+                "accuracy_trained": _number(a.get("accuracy_trained")),
+                "accuracy_pruned": _number(a.get("accuracy_pruned")),
+                "accuracy_finetuned": _number(a.get("accuracy_finetuned")),
+                "latency_parent_ms": _number(a.get("latency_parent_ms")),
+                "speedup_vs_parent": _number(a.get("speedup_vs_parent")),
+                "slower_than_parent": a.get("slower_than_parent"),
+                "params_parent": a.get("params_parent"),
                 "duration_s": round(duration, 2),
                 "device": device["name"] if isinstance(device, dict) else "",
                 "duplicate_of": a.get("duplicate_of"),
@@ -83,6 +105,8 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     df["params"] = df["params"].astype("Int64")
     df["flops"] = df["flops"].astype("Int64")
     df["duplicate_of"] = df["duplicate_of"].astype("Int64")
+    df["params_parent"] = df["params_parent"].astype("Int64")
+    df["slower_than_parent"] = df["slower_than_parent"].astype("boolean")
     df.insert(3, "on_front", False)
     front = front_frame(df)
     df.loc[df["number"].isin(front["number"]), "on_front"] = True
@@ -108,7 +132,7 @@ def pareto_figure(trials: pd.DataFrame, title: str) -> go.Figure:
     front = front_frame(trials)
     fig = go.Figure()
     hover = (
-        "trial %{customdata[0]}<br>%{customdata[1]}<br>accuracy %{y:.4f}<br>"
+        "trial %{customdata[0]}<br>%{customdata[1]}<br>%{customdata[5]}<br>accuracy %{y:.4f}<br>"
         "latency p50 %{x:.3f} ms (p90 %{customdata[2]:.3f})<br>params %{customdata[3]:,}"
         "<br>FLOPs %{customdata[4]:,}<extra></extra>"
     )
@@ -122,6 +146,7 @@ def pareto_figure(trials: pd.DataFrame, title: str) -> go.Figure:
                     df["latency_p90_ms"],
                     df["params"].astype("float64"),
                     df["flops"].astype("float64"),
+                    [_compression_label(r) for r in df.itertuples()],
                 ],
                 axis=1,
             )
@@ -158,6 +183,7 @@ def pareto_figure(trials: pd.DataFrame, title: str) -> go.Figure:
         line={"shape": "hv", "color": "#1f77b4"},
         marker={"size": 11, "color": "#1f77b4"},
     )
+    _compression_traces(fig, done)
     checked = front[front["latency_source"] == "predicted"].dropna(subset=["latency_measured_ms"])
     if len(checked):
         xs: list[float | None] = []
@@ -198,6 +224,71 @@ def pareto_figure(trials: pd.DataFrame, title: str) -> go.Figure:
         legend={"orientation": "h", "y": -0.2},
     )
     return fig
+
+
+def _compression_label(r: Any) -> str:
+    if not r.precision:
+        return "uncompressed"
+    prune = f"pruned {r.prune_ratio:.0%}" if r.prune_ratio > 0 else "unpruned"
+    return f"{prune}, {r.precision}, {r.speedup_vs_parent:.2f}x vs fp32 parent"
+
+
+def _compression_traces(fig: go.Figure, done: pd.DataFrame) -> None:
+    """Each compressed candidate joined to its fp32 parent; slower-than-parent ones ringed."""
+    import plotly.graph_objects as go
+
+    compressed = done[(done["precision"] != "fp32") | (done["prune_ratio"] > 0)]
+    compressed = compressed.dropna(subset=["latency_parent_ms", "accuracy_trained"])
+    if compressed.empty:
+        return
+    xs: list[float | None] = []
+    ys: list[float | None] = []
+    for r in compressed.itertuples():
+        xs += [float(r.latency_parent_ms), float(r.latency_p50_ms), None]  # type: ignore[arg-type]
+        ys += [float(r.accuracy_trained), float(r.accuracy), None]  # type: ignore[arg-type]
+    fig.add_trace(
+        go.Scatter(
+            x=xs,
+            y=ys,
+            mode="lines",
+            line={"color": "#9467bd", "dash": "dot", "width": 1},
+            name="compressed <- its fp32 parent (torch accuracy, fp32 latency)",
+            hoverinfo="skip",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=compressed["latency_parent_ms"],
+            y=compressed["accuracy_trained"],
+            mode="markers",
+            name="fp32 parent",
+            marker={"color": "#9467bd", "symbol": "circle-open", "size": 7},
+            customdata=np.stack([compressed["number"], compressed["precision"]], axis=1),
+            hovertemplate="parent of trial %{customdata[0]}<br>fp32 %{x:.3f} ms, accuracy "
+            "%{y:.4f}<extra></extra>",
+        )
+    )
+    slower = compressed[compressed["slower_than_parent"].fillna(False).astype(bool)]
+    if len(slower):
+        fig.add_trace(
+            go.Scatter(
+                x=slower["latency_p50_ms"],
+                y=slower["accuracy"],
+                mode="markers",
+                name="slower than its fp32 parent",
+                marker={
+                    "color": "#e4572e",
+                    "symbol": "circle-open",
+                    "size": 16,
+                    "line": {"width": 2},
+                },
+                customdata=np.stack(
+                    [slower["number"], slower["precision"], slower["prune_ratio"]], axis=1
+                ),
+                hovertemplate="trial %{customdata[0]}: %{customdata[1]}, pruned "
+                "%{customdata[2]:.0%}, slower than fp32<extra></extra>",
+            )
+        )
 
 
 def write_tables(run: Run, trials: pd.DataFrame) -> pd.DataFrame:

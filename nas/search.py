@@ -27,6 +27,7 @@ from optuna.distributions import (
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from nas.compression import CompressionSpace
 from nas.config import RunConfig, SearchConfig
 from nas.early_stopping import Checkpoint, ParetoSuccessiveHalving
 from nas.errors import NASError, SearchError
@@ -174,13 +175,22 @@ class SearchLoop:
         self.reporter = reporter or NullReporter()
         self.resume_hint = resume_hint
         self.study = open_study(run, config)
-        self.dists = distributions(self.space.dimensions())
+        self.compression = CompressionSpace(
+            config.compression, n_stages=len(getattr(self.space, "base", ()))
+        )
+        self.dists = distributions(self.space.dimensions() + self.compression.dimensions())
+
+    @staticmethod
+    def _key(attrs: Mapping[str, Any]) -> str:
+        """Architecture and compression: what makes two trials the same evaluation."""
+        text, compression = str(attrs.get("candidate", "")), attrs.get("compression")
+        return f"{text}|{compression}" if compression else text
 
     def _known(self) -> dict[str, FrozenTrial]:
-        """Completed trials by candidate string (the cache of accuracy and latency)."""
+        """Completed trials by candidate and compression (the cache of accuracy and latency)."""
         out: dict[str, FrozenTrial] = {}
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            out.setdefault(t.user_attrs.get("candidate", ""), t)
+            out.setdefault(self._key(t.user_attrs), t)
         return out
 
     def _enqueue_seeds(self) -> None:
@@ -205,11 +215,15 @@ class SearchLoop:
 
     def _evaluate(self, trial: optuna.Trial, known: dict[str, FrozenTrial]) -> str:
         candidate = self.space.from_params(trial.params)
+        compression = self.compression.from_params(trial.params)
         text = self.space.encode(candidate)
         trial.set_user_attr("candidate", text)
-        self.reporter.trial_started(trial.number, text)
-        if text in known:
-            original = known[text]
+        if self.compression.enabled:
+            trial.set_user_attr("compression", compression.encode())
+        key = self._key(trial.user_attrs)
+        self.reporter.trial_started(trial.number, key)
+        if key in known:
+            original = known[key]
             attrs = {k: v for k, v in original.user_attrs.items() if k not in LOOP_ATTRS}
             attrs["duplicate_of"] = original.number
             self._tell(trial, attrs)
@@ -217,6 +231,7 @@ class SearchLoop:
         try:
             outcome = self.evaluator(
                 candidate,
+                compression=compression,
                 weights_path=self.run.weights_path(trial.number),
                 progress=self.reporter.phase,
                 stop=self._stop_check(trial.number),
@@ -229,8 +244,10 @@ class SearchLoop:
         if not all(math.isfinite(v) for v in outcome.values):
             raise SearchError(f"non-finite objectives {outcome.values}")
         self._tell(trial, outcome.attrs())
+        flag = outcome.compression.get("slower_than_parent")
         return (
             f"accuracy {outcome.accuracy:.4f}, latency {outcome.latency.p50_ms:.3f} ms"
+            f"{' (SLOWER than its fp32 parent)' if flag else ''}"
             f"{' (cached)' if outcome.latency_cached else ''}"
             f"{' (predicted)' if outcome.latency.source == 'predicted' else ''}, "
             f"{outcome.params / 1e6:.2f} M params"
@@ -316,7 +333,7 @@ class SearchLoop:
                     if frozen.state == TrialState.PRUNED:
                         status = "stopped early"
                     else:
-                        known.setdefault(frozen.user_attrs["candidate"], frozen)
+                        known.setdefault(self._key(frozen.user_attrs), frozen)
                 done += 1
                 front_size = self._write_outputs(plot=False)
                 line = f"trial {trial.number} {status} in {time.monotonic() - t0:.1f} s: {summary}"

@@ -28,6 +28,29 @@ EpochCallback = Callable[[int, int, float, float], None]
 StepCallback = Callable[[int, int, int], None]
 
 
+@dataclass(frozen=True)
+class Distillation:
+    """Knowledge distillation: the teacher's logits on every training image, and the loss mix.
+
+    The loss is ``(1 - weight) * CE(student, labels) + weight * T^2 * KL(teacher_T || student_T)``
+    with both distributions softened by temperature T (Hinton et al., 2015).
+    """
+
+    teacher_logits: torch.Tensor
+    temperature: float
+    weight: float
+
+    def loss(self, logits: torch.Tensor, idx: torch.Tensor, hard: torch.Tensor) -> torch.Tensor:
+        t = self.temperature
+        soft = F.kl_div(
+            F.log_softmax(logits / t, dim=1),
+            F.log_softmax(self.teacher_logits[idx] / t, dim=1),
+            reduction="batchmean",
+            log_target=True,
+        )
+        return (1 - self.weight) * hard + self.weight * t * t * soft
+
+
 @dataclass
 class TrainResult:
     accuracy: float
@@ -109,8 +132,11 @@ def train_proxy(
     seed: int,
     on_epoch: EpochCallback | None = None,
     on_step: StepCallback | None = None,
+    distillation: Distillation | None = None,
 ) -> TrainResult:
     """Train `model` in place on `data` and return its validation accuracy.
+
+    With `distillation`, the loss mixes the labels with the teacher's softened predictions.
 
     Raises:
         TrainingDivergedError: the loss became NaN or infinite.
@@ -132,9 +158,10 @@ def train_proxy(
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             if len(idx) < 2 and seen:  # a 1-image batch breaks BatchNorm; skip the remainder
                 break
-            loss = F.cross_entropy(
-                model(data.train_x[idx]), data.train_y[idx], label_smoothing=cfg.label_smoothing
-            )
+            logits = model(data.train_x[idx])
+            loss = F.cross_entropy(logits, data.train_y[idx], label_smoothing=cfg.label_smoothing)
+            if distillation is not None:
+                loss = distillation.loss(logits, idx, loss)
             if not torch.isfinite(loss):
                 raise TrainingDivergedError(
                     f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "

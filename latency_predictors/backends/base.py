@@ -90,6 +90,21 @@ def summarize(times_ms: np.ndarray, device: Device, warmup: int) -> LatencyResul
     )
 
 
+def is_quantized(path: Path) -> bool:
+    """Whether a model already holds int8 quantization (ONNX QDQ pairs, OpenVINO FakeQuantize)."""
+    text = Path(path)
+    if text.suffix == ".xml":
+        return "FakeQuantize" in text.read_text(encoding="utf-8", errors="replace")
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return any(n.op_type in ("QuantizeLinear", "QLinearConv") for n in graph.node)
+
+
+# A loaded model: a batch in, the first output out.
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
 class LatencyBackend(Protocol):
     """Times an ONNX model on one device."""
 
@@ -99,5 +114,13 @@ class LatencyBackend(Protocol):
         ...
 
     def measure(self, onnx_path: Path, input_shape: tuple[int, ...]) -> LatencyResult:
-        """Latency of the model in `onnx_path` on an input of `input_shape`."""
+        """Latency of the model in `onnx_path` on an input of `input_shape`.
+
+        An int8 device times an already quantized model as it is, and an fp32 one after
+        quantizing it for timing (random calibration data: right speed, meaningless accuracy).
+        """
+        ...
+
+    def runner(self, onnx_path: Path, input_shape: tuple[int, ...]) -> Runner:
+        """The model loaded with this device's settings, for running real inputs."""
         ...

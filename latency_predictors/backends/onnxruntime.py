@@ -1,25 +1,31 @@
-"""ONNX Runtime on the CPU."""
+"""ONNX Runtime on the CPU: fp32, and int8 (static QDQ models, ONNX Runtime's quantization)."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from latency_predictors.backends.base import (
     LatencyResult,
+    Runner,
     check_settings,
+    is_quantized,
     summarize,
     time_calls,
 )
 from latency_predictors.device import Device, cpu_description
 
+PRECISIONS = ("fp32", "int8")
+
 
 class OnnxRuntimeBackend:
     """Times an ONNX model in an ONNX Runtime CPU session with a fixed thread count.
 
-    Sessions run sequentially with ``threads`` intra-op threads and one inter-op thread, all
-    graph optimisations on; the input is fixed random data.
+    At int8, a model that is not quantized yet is quantized for timing first (see
+    `quantize_for_timing`). Sessions run sequentially with ``threads`` intra-op threads and one
+    inter-op thread, all graph optimisations on; the input is fixed random data.
     """
 
     def __init__(
@@ -34,9 +40,12 @@ class OnnxRuntimeBackend:
     ) -> None:
         import onnxruntime as ort
 
+        if precision not in PRECISIONS:
+            raise ValueError(f"onnxruntime precision {precision!r} unknown; allowed: {PRECISIONS}")
         check_settings(threads=threads, warmup=warmup, repeats=repeats, batch_size=batch_size)
         self._ort = ort
         self.threads, self.warmup, self.repeats = threads, warmup, repeats
+        self.precision = precision
         self._device = Device(
             name=name,
             hardware=cpu_description(),
@@ -63,16 +72,40 @@ class OnnxRuntimeBackend:
             str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"]
         )
 
+    def runner(self, onnx_path: Path, input_shape: tuple[int, ...]) -> Runner:
+        sess = self.session(onnx_path)
+        name = sess.get_inputs()[0].name  # type: ignore[attr-defined]
+        return lambda x: sess.run(None, {name: x})[0]  # type: ignore[attr-defined]
+
     def measure(self, onnx_path: Path, input_shape: tuple[int, ...]) -> LatencyResult:
         try:
-            sess = self.session(onnx_path)
-            name = sess.get_inputs()[0].name  # type: ignore[attr-defined]
+            with tempfile.TemporaryDirectory(prefix="nas-ort-") as tmp:
+                path = onnx_path
+                if self.precision == "int8" and not is_quantized(onnx_path):
+                    path = quantize_for_timing(onnx_path, input_shape, Path(tmp) / "int8.onnx")
+                run = self.runner(path, input_shape)
             x = np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)
-            times = time_calls(
-                lambda: sess.run(None, {name: x}),  # type: ignore[attr-defined]
-                warmup=self.warmup,
-                repeats=self.repeats,
-            )
+            times = time_calls(lambda: run(x), warmup=self.warmup, repeats=self.repeats)
         except Exception as e:  # onnxruntime raises its own exception types
             return LatencyResult.failed(self._device, f"{type(e).__name__}: {e}", self.warmup)
         return summarize(times, self._device, self.warmup)
+
+
+def quantize_for_timing(
+    onnx_path: Path, input_shape: tuple[int, ...], out: Path, *, batches: int = 4
+) -> Path:
+    """Static int8 QDQ quantization of an ONNX model, calibrated on random inputs.
+
+    The weights and activation ranges are real (from the model and random data); the result is
+    for timing only, never for accuracy.
+    """
+    import torch
+
+    from nas.config import QuantizationConfig
+    from nas.quantization import quantize_int8
+
+    rng = np.random.default_rng(0)
+    shape = (batches * input_shape[0], *input_shape[1:])
+    images = torch.from_numpy(rng.standard_normal(shape).astype(np.float32))
+    cfg = QuantizationConfig(calibration_batches=batches, calibration_batch_size=input_shape[0])
+    return quantize_int8(onnx_path, out, images, cfg)

@@ -1,10 +1,10 @@
 """OpenVINO on the CPU: fp32, bf16 and int8.
 
 bf16 is OpenVINO's inference-precision hint (the CPU plugin runs bf16 kernels where the CPU has
-AVX512-BF16 or AMX, and refuses the hint elsewhere). int8 needs a quantized graph: the fp32 ONNX
-model is statically quantized to QDQ form with ONNX Runtime's quantization tools (per-channel
-weights, calibrated on random inputs, which is enough for timing), and OpenVINO's CPU plugin
-runs the QDQ pairs as int8 kernels.
+AVX512-BF16 or AMX, and refuses the hint elsewhere). int8 needs a quantized graph: a QDQ model
+from ONNX Runtime's quantization tools (a search's calibrated artifact, or for timing alone an
+fp32 model quantized on random inputs), whose QDQ pairs OpenVINO's CPU plugin runs as int8
+kernels.
 """
 
 from __future__ import annotations
@@ -17,10 +17,13 @@ import numpy as np
 
 from latency_predictors.backends.base import (
     LatencyResult,
+    Runner,
     check_settings,
+    is_quantized,
     summarize,
     time_calls,
 )
+from latency_predictors.backends.onnxruntime import quantize_for_timing
 from latency_predictors.device import Device, cpu_description
 
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -84,11 +87,19 @@ class OpenVinoBackend:
         }
         return self._core.compile_model(str(onnx_path), "CPU", config)
 
+    def runner(self, onnx_path: Path, input_shape: tuple[int, ...]) -> Runner:
+        request = self.compile(onnx_path).create_infer_request()
+
+        def run(x: np.ndarray) -> np.ndarray:
+            return np.asarray(request.infer({0: x})[0])
+
+        return run
+
     def measure(self, onnx_path: Path, input_shape: tuple[int, ...]) -> LatencyResult:
         try:
             with tempfile.TemporaryDirectory(prefix="nas-ov-") as tmp:
                 path = onnx_path
-                if self.precision == "int8":
+                if self.precision == "int8" and not is_quantized(onnx_path):
                     path = quantize_for_timing(onnx_path, input_shape, Path(tmp) / "int8.onnx")
                 compiled = self.compile(path)
             request = compiled.create_infer_request()
@@ -99,46 +110,3 @@ class OpenVinoBackend:
         except Exception as e:  # openvino raises its own exception types
             return LatencyResult.failed(self._device, f"{type(e).__name__}: {e}", self.warmup)
         return summarize(times, self._device, self.warmup)
-
-
-def quantize_for_timing(
-    onnx_path: Path, input_shape: tuple[int, ...], out: Path, *, batches: int = 4
-) -> Path:
-    """Static int8 QDQ quantization of an ONNX model, calibrated on random inputs.
-
-    The weights and activation ranges are real (from the model and random data); the result is
-    for timing only, never for accuracy.
-    """
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    rng = np.random.default_rng(0)
-    data = [rng.standard_normal(input_shape).astype(np.float32) for _ in range(batches)]
-
-    class Reader(CalibrationDataReader):
-        def __init__(self, name: str) -> None:
-            self.items = iter([{name: x} for x in data])
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.items, None)
-
-    import onnx
-
-    name = onnx.load(str(onnx_path), load_external_data=False).graph.input[0].name
-    pre = out.with_name("pre.onnx")
-    quant_pre_process(str(onnx_path), str(pre), skip_symbolic_shape=True)
-    quantize_static(
-        str(pre),
-        str(out),
-        Reader(name),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-    )
-    return out

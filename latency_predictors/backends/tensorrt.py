@@ -13,7 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from latency_predictors.backends.base import LatencyResult, check_settings, summarize
+from latency_predictors.backends.base import (
+    LatencyResult,
+    Runner,
+    check_settings,
+    is_quantized,
+    summarize,
+)
 from latency_predictors.device import Device
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -86,6 +92,10 @@ class TensorRtBackend:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, self.workspace_mib << 20)
         if self.precision == "fp16":
             config.set_flag(trt.BuilderFlag.FP16)
+        elif self.precision == "int8" and is_quantized(onnx_path):
+            # Explicit quantization: the QDQ pairs carry the calibrated scales.
+            config.set_flag(trt.BuilderFlag.INT8)
+            config.set_flag(trt.BuilderFlag.FP16)
         elif self.precision == "int8":
             # Timing only: without a calibrator TensorRT uses placeholder dynamic ranges, which
             # gives int8 kernels and int8 speed but not int8 accuracy.
@@ -106,19 +116,41 @@ class TensorRtBackend:
             raise RuntimeError(f"TensorRT could not build an engine for {onnx_path}")
         return trt.Runtime(self._logger).deserialize_cuda_engine(serialized)
 
+    def _bind(self, onnx_path: Path, input_shape: tuple[int, ...]) -> tuple[Any, Any, Any, Any]:
+        """Engine context with CUDA buffers bound: (context, engine, input, output)."""
+        torch = self._torch
+        engine = self.build_engine(onnx_path, input_shape)
+        context = engine.create_execution_context()
+        inputs: list[Any] = []
+        outputs: list[Any] = []
+        for i in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(i)
+            is_input = engine.get_tensor_mode(name) == self._trt.TensorIOMode.INPUT
+            if is_input:
+                context.set_input_shape(name, input_shape)
+            tensor = torch.randn(tuple(context.get_tensor_shape(name)), device="cuda")
+            context.set_tensor_address(name, tensor.data_ptr())
+            (inputs if is_input else outputs).append(tensor)
+        return context, engine, inputs[0], outputs[0]
+
+    def runner(self, onnx_path: Path, input_shape: tuple[int, ...]) -> Runner:
+        torch = self._torch
+        context, engine, x_gpu, y_gpu = self._bind(onnx_path, input_shape)
+
+        def run(x: np.ndarray) -> np.ndarray:
+            x_gpu.copy_(torch.from_numpy(x))
+            stream = torch.cuda.current_stream()
+            context.execute_async_v3(stream.cuda_stream)
+            stream.synchronize()
+            return np.asarray(y_gpu.cpu().numpy())
+
+        run.engine = engine  # type: ignore[attr-defined]  # keeps the engine alive
+        return run
+
     def measure(self, onnx_path: Path, input_shape: tuple[int, ...]) -> LatencyResult:
         torch = self._torch
         try:
-            engine = self.build_engine(onnx_path, input_shape)
-            context = engine.create_execution_context()
-            tensors = {}
-            for i in range(engine.num_io_tensors):
-                name = engine.get_tensor_name(i)
-                if engine.get_tensor_mode(name) == self._trt.TensorIOMode.INPUT:
-                    context.set_input_shape(name, input_shape)
-                shape = tuple(context.get_tensor_shape(name))
-                tensors[name] = torch.randn(shape, device="cuda", dtype=torch.float32)
-                context.set_tensor_address(name, tensors[name].data_ptr())
+            context, *_buffers = self._bind(onnx_path, input_shape)
             stream = torch.cuda.Stream()
             times = np.empty(self.repeats, dtype=np.float64)
             with torch.cuda.stream(stream):

@@ -1,0 +1,154 @@
+"""Post-training static int8 quantization of ONNX models, and accuracy measured in the runtime.
+
+Quantization is ONNX Runtime's: shape inference and graph pre-processing (``quant_pre_process``,
+which fuses and folds what would otherwise be quantized apart), then ``quantize_static`` in QDQ
+form with per-channel int8 weights and uint8 activations calibrated on proxy images. The QDQ
+graph is the artifact: ONNX Runtime, OpenVINO and TensorRT all run its QuantizeLinear /
+DequantizeLinear pairs as int8 kernels. Accuracy is the artifact's, run by the target runtime on
+the validation split; no torch simulation is involved.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nas.config import QuantizationConfig
+from nas.data import ProxySplits, normalize, resize_images
+from nas.errors import CompressionError, ConfigError
+
+
+def load_calibration(cfg: QuantizationConfig, data: ProxySplits) -> torch.Tensor:
+    """Normalised calibration images: the config's file, or the first proxy training images.
+
+    Raises:
+        ConfigError: the file is missing, unreadable, or its images are not shaped like the
+            proxy data.
+    """
+    n = cfg.calibration_batches * cfg.calibration_batch_size
+    if cfg.calibration_path is None:
+        return data.train_x[:n]
+    path = cfg.calibration_path
+    where = f"compression.quantization.calibration_path {path}"
+    try:
+        with np.load(path) as f:
+            if "x" not in f:
+                raise ConfigError(f"{where}: no array 'x' (has: {', '.join(f.files)})")
+            x = f["x"]
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{where}: cannot read: {e}") from None
+    want = (data.channels, data.image_size, data.image_size)
+    if x.ndim != 4 or tuple(x.shape[1:]) != want or x.dtype != np.uint8 or len(x) == 0:
+        raise ConfigError(
+            f"{where}: images are {x.dtype} {tuple(x.shape)}; need uint8 (N, "
+            f"{', '.join(map(str, want))}) like the proxy data, N >= 1"
+        )
+    images = torch.from_numpy(x[:n].astype(np.float32) / 255.0)
+    return normalize(images, data.mean, data.std)
+
+
+def shaped(x: torch.Tensor, channels: int, side: int) -> torch.Tensor:
+    """Images at `side` x `side` with `channels` channels (grey repeated, or colour averaged)."""
+    if x.shape[-1] != side:
+        x = resize_images(x, side)
+    if x.shape[1] != channels:
+        grey = x.mean(dim=1, keepdim=True)
+        x = grey.expand(-1, channels, -1, -1).contiguous()
+    return x
+
+
+def quantize_int8(
+    fp32_path: Path, out: Path, images: torch.Tensor, cfg: QuantizationConfig
+) -> Path:
+    """Static int8 QDQ model of `fp32_path`, calibrated on `images`, written to `out`.
+
+    Raises:
+        CompressionError: pre-processing or quantization failed (the message says which).
+    """
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    method = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[cfg.calibration_method]
+    name = onnx.load(str(fp32_path), load_external_data=False).graph.input[0].name
+    batches = [
+        x.numpy().astype(np.float32)
+        for x in images.split(cfg.calibration_batch_size)
+        if len(x) == cfg.calibration_batch_size or len(images) < cfg.calibration_batch_size
+    ]
+    static_batch = _static_batch(fp32_path)
+    if static_batch is not None:  # a fixed-batch graph takes one image at a time
+        batches = [b[i : i + static_batch] for b in batches for i in range(0, len(b), static_batch)]
+        batches = [b for b in batches if len(b) == static_batch]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter([{name: b} for b in batches])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.items, None)
+
+    with tempfile.TemporaryDirectory(prefix="nas-quant-") as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        try:
+            quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        except Exception as e:  # onnx and onnxruntime raise many types
+            raise CompressionError(f"int8 pre-processing failed: {type(e).__name__}: {e}") from e
+        try:
+            quantize_static(
+                str(pre),
+                str(out),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=cfg.per_channel,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=method,
+            )
+        except Exception as e:
+            raise CompressionError(f"int8 quantization failed: {type(e).__name__}: {e}") from e
+    return out
+
+
+def _static_batch(path: Path) -> int | None:
+    import onnx
+
+    dim = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type
+    first = dim.shape.dim[0]
+    return int(first.dim_value) if first.HasField("dim_value") else None
+
+
+def runtime_accuracy(
+    backend: Any, path: Path, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 250
+) -> float:
+    """Top-1 accuracy of the model at `path`, run by `backend`'s runtime on (x, y).
+
+    The model sees fixed-size batches (the last one padded), which every runtime can run,
+    TensorRT's fixed-shape engines included.
+    """
+    batch_size = min(batch_size, len(x))
+    run = backend.runner(path, (batch_size, *x.shape[1:]))
+    correct = 0
+    for i in range(0, len(x), batch_size):
+        chunk = x[i : i + batch_size]
+        n = len(chunk)
+        if n < batch_size:
+            chunk = F.pad(chunk, (0, 0, 0, 0, 0, 0, 0, batch_size - n))
+        logits = np.asarray(run(chunk.numpy().astype(np.float32)))[:n]
+        correct += int((logits.argmax(1) == y[i : i + n].numpy()).sum())
+    return correct / len(x)
