@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -215,7 +216,7 @@ def export_trial(
     return out
 
 
-def _int8_files(config: Any, folder: Path, shapes: dict[str, tuple[int, ...]]) -> dict[str, Any]:
+def _int8_files(config: Any, folder: Path, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, Any]:
     """int8 QDQ copies of the exported models, calibrated as the search calibrated them."""
     from nas.data import load_dataset, make_splits
     from nas.quantization import load_calibration, quantize_int8, shaped
