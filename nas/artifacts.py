@@ -157,29 +157,11 @@ class Compressor:
         history, attrs = self.prune_and_finetune(model, compression, data, finetune, progress)
         precision = compression.precision
         backend = self.backends[precision]
-        side = data.image_size
         with tempfile.TemporaryDirectory(prefix="nas-artifact-") as tmp_name:
             tmp = Path(tmp_name)
             progress(f"scoring the {precision} artifact on {backend.device.name}", 0, 2)
-            proxy_path = self._artifact(
-                model, (1, data.channels, side, side), precision, tmp / "proxy", dynamic=True
-            )
-            try:
-                accuracy = runtime_accuracy(backend, proxy_path, data.val_x, data.val_y)
-            except Exception as e:  # runtimes raise their own types
-                raise CompressionError(
-                    f"{backend.device.runtime} could not run the {precision} artifact: "
-                    f"{type(e).__name__}: {e}"
-                ) from e
-            deploy = self.space.build(
-                candidate, self.deployment.num_classes, self.deployment.channels
-            )
-            shape = self.deployment_shape(candidate)
-            if history:
-                replay(deploy, torch.zeros((1, *shape[1:])), history)
-            from nas.export import transfer_weights
-
-            transfer_weights(model, deploy)
+            accuracy = self.artifact_accuracy(model, data, precision, tmp)
+            deploy, shape = self.deployment_network(candidate, model, history)
             params, flops = count_params(deploy), count_flops(deploy, shape)
             progress(f"latency of the {precision} artifact on {backend.device.name}", 1, 2)
             key = (
@@ -192,7 +174,7 @@ class Compressor:
             if not compression.compressed:  # the artifact is the parent, already measured
                 hit = parent
             if hit is None:
-                path = self._artifact(deploy, shape, precision, tmp / "deploy")
+                path = self.artifact(deploy, shape, precision, tmp / "deploy")
                 latency = backend.measure(path, shape)
                 if not latency.ok:
                     raise LatencyError(
@@ -220,7 +202,37 @@ class Compressor:
         cached = hit is not None and (compression.compressed or parent_cached)
         return CompressedScore(accuracy, latency, cached, params, flops, history, attrs)
 
-    def _artifact(
+    def artifact_accuracy(
+        self, model: nn.Module, data: ProxySplits, precision: str, folder: Path
+    ) -> float:
+        """Validation accuracy of the proxy artifact at `precision`, run by the target runtime."""
+        backend = self.backends[precision]
+        side = data.image_size
+        path = self.artifact(
+            model, (1, data.channels, side, side), precision, folder / "proxy", dynamic=True
+        )
+        try:
+            return runtime_accuracy(backend, path, data.val_x, data.val_y)
+        except Exception as e:  # runtimes raise their own types
+            raise CompressionError(
+                f"{backend.device.runtime} could not run the {precision} artifact: "
+                f"{type(e).__name__}: {e}"
+            ) from e
+
+    def deployment_network(
+        self, candidate: Any, model: nn.Module, history: PruningHistory
+    ) -> tuple[nn.Module, tuple[int, int, int, int]]:
+        """The deployment-shape network with `model`'s channels and trained weights."""
+        from nas.export import transfer_weights
+
+        deploy = self.space.build(candidate, self.deployment.num_classes, self.deployment.channels)
+        shape = self.deployment_shape(candidate)
+        if history:
+            replay(deploy, torch.zeros((1, *shape[1:])), history)
+        transfer_weights(model, deploy)
+        return deploy, shape
+
+    def artifact(
         self,
         model: nn.Module,
         shape: tuple[int, ...],
@@ -231,7 +243,7 @@ class Compressor:
     ) -> Path:
         """ONNX file of `model` at `precision`: fp32 for fp32/fp16/bf16 (the runtime lowers the
         precision when it compiles), a calibrated QDQ model for int8."""
-        fp32 = export_onnx(model, shape, stem.with_suffix(".onnx"), dynamic_batch=dynamic)
+        fp32 = export_onnx(model, shape, stem.with_name(stem.name + ".onnx"), dynamic_batch=dynamic)
         if precision != "int8":
             return fp32
         images = shaped(self.calibration, shape[1], shape[-1])

@@ -53,6 +53,20 @@ class Compression:
         """``p0.25_int8``; per-stage ratios are joined by ``/``."""
         return f"p{'/'.join(repr(float(r)) for r in self.prune)}_{self.precision}"
 
+    @classmethod
+    def decode(cls, text: str) -> Compression:
+        """Read `encode`'s form; `ValueError` naming what is wrong."""
+        head, _, precision = text.partition("_")
+        try:
+            if not head.startswith("p") or not precision:
+                raise ValueError
+            prune = tuple(float(r) for r in head[1:].split("/"))
+        except ValueError:
+            raise ValueError(
+                f"compression {text!r}: expected p<ratio>_<precision>, e.g. p0.25_int8"
+            ) from None
+        return cls(prune, precision)
+
 
 class CompressionSpace:
     """The compression dimensions a config switches on, beside the architecture's."""
@@ -86,10 +100,33 @@ class CompressionSpace:
         return Compression(prune, precision)
 
     def to_params(self, compression: Compression) -> dict[str, Any]:
-        params: dict[str, Any] = dict(zip(self._prune_names, compression.prune, strict=False))
+        """The dimension values of `compression`; `ValueError` if the search cannot draw it."""
+        c = compression
+        if len(c.prune) != max(1, len(self._prune_names)):
+            raise ValueError(
+                f"compression {c.encode()}: needs {max(1, len(self._prune_names))} prune "
+                f"ratio(s) separated by '/'"
+            )
+        params: dict[str, Any] = {}
+        for name, ratio in zip(self._prune_names, c.prune, strict=False):
+            allowed = (0.0, *self.config.pruning.ratios)
+            if ratio not in allowed:
+                raise ValueError(f"compression {c.encode()}: prune ratio {ratio} not in {allowed}")
+            params[name] = ratio
+        if not self._prune_names and c.pruned:
+            raise ValueError(f"compression {c.encode()}: pruning is off in this config")
+        precisions = self.config.quantization.precisions
+        if c.precision not in precisions:
+            raise ValueError(f"compression {c.encode()}: precision not in {list(precisions)}")
         if any(d.name == PRECISION_DIM for d in self._dims):
-            params[PRECISION_DIM] = compression.precision
+            params[PRECISION_DIM] = c.precision
         return params
+
+    def split(self, text: str) -> tuple[str, dict[str, Any]]:
+        """A seed string ``ARCH`` or ``ARCH|p0.25_int8``: the architecture and compression
+        params (empty when no compression is given, so the sampler draws it)."""
+        arch, sep, rest = text.partition("|")
+        return arch, self.to_params(Compression.decode(rest)) if sep else {}
 
 
 def _importance(cfg: PruningConfig) -> Any:

@@ -157,7 +157,11 @@ class PruningConfig(_Strict):
     )
     round_to: int = Field(8, ge=1, le=256, description="keep channel counts multiples of this")
     finetune_lr_scale: float = Field(
-        0.1, gt=0, le=1, description="fine-tuning learning rate as a share of training.lr"
+        1.0,
+        gt=0,
+        le=1,
+        description="fine-tuning learning rate as a share of training.lr (proxy training is "
+        "short, so pruned networks recover best with the full schedule again)",
     )
 
     @field_validator("ratios")
@@ -258,7 +262,9 @@ class SearchConfig(_Strict):
     n_startup_trials: int = Field(6, ge=0, description="tpe: random trials before modelling")
     constraints: Constraints = Field(default_factory=Constraints)
     seed_candidates: tuple[str, ...] = Field(
-        (), description="candidate strings evaluated first, e.g. a known baseline"
+        (),
+        description="candidate strings evaluated first, e.g. a known baseline; with "
+        "compression, ARCH|p0.25_int8 fixes the compression too",
     )
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
 
@@ -276,12 +282,15 @@ class RunConfig(_Strict):
 
     @model_validator(mode="after")
     def _seeds_in_space(self) -> RunConfig:
+        from nas.compression import CompressionSpace
         from search_spaces import get_space
 
         space = get_space(self.space.name, self.space)
+        compression = CompressionSpace(self.compression, len(getattr(space, "base", ())))
         for i, text in enumerate(self.search.seed_candidates):
             try:
-                space.to_params(space.decode(text))
+                arch, _ = compression.split(text)
+                space.to_params(space.decode(arch))
             except ValueError as e:
                 raise ValueError(f"search.seed_candidates[{i}]: {e}") from None
         if self.compression.enabled and self.latency.mode != "measured":

@@ -116,7 +116,7 @@ class Evaluator:
         seed: int = 0,
         compressor: Compressor | None = None,
         teacher: Teacher | None = None,
-        finetune_lr_scale: float = 0.1,
+        finetune_lr_scale: float = 1.0,
     ) -> None:
         self.space = space
         self.data = data

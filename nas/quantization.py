@@ -85,13 +85,20 @@ def quantize_int8(
         "entropy": CalibrationMethod.Entropy,
         "percentile": CalibrationMethod.Percentile,
     }[cfg.calibration_method]
-    name = onnx.load(str(fp32_path), load_external_data=False).graph.input[0].name
+    try:
+        graph_input = onnx.load(str(fp32_path), load_external_data=False).graph.input[0]
+    except Exception as e:  # onnx raises protobuf and its own types
+        raise CompressionError(
+            f"int8 pre-processing failed: cannot read {fp32_path}: {type(e).__name__}: {e}"
+        ) from e
+    name = graph_input.name
     batches = [
         x.numpy().astype(np.float32)
         for x in images.split(cfg.calibration_batch_size)
         if len(x) == cfg.calibration_batch_size or len(images) < cfg.calibration_batch_size
     ]
-    static_batch = _static_batch(fp32_path)
+    first = graph_input.type.tensor_type.shape.dim[0]
+    static_batch = int(first.dim_value) if first.HasField("dim_value") else None
     if static_batch is not None:  # a fixed-batch graph takes one image at a time
         batches = [b[i : i + static_batch] for b in batches for i in range(0, len(b), static_batch)]
         batches = [b for b in batches if len(b) == static_batch]
@@ -123,14 +130,6 @@ def quantize_int8(
         except Exception as e:
             raise CompressionError(f"int8 quantization failed: {type(e).__name__}: {e}") from e
     return out
-
-
-def _static_batch(path: Path) -> int | None:
-    import onnx
-
-    dim = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type
-    first = dim.shape.dim[0]
-    return int(first.dim_value) if first.HasField("dim_value") else None
 
 
 def runtime_accuracy(

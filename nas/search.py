@@ -195,7 +195,8 @@ class SearchLoop:
 
     def _enqueue_seeds(self) -> None:
         for text in self.config.search.seed_candidates:
-            params = self.space.to_params(self.space.decode(text))
+            arch, compression = self.compression.split(text)
+            params = {**self.space.to_params(self.space.decode(arch)), **compression}
             self.study.enqueue_trial(params, skip_if_exists=True)
 
     def _fail(self, trial: optuna.Trial, reason: str, *, interrupted: bool = False) -> None:
