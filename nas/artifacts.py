@@ -36,7 +36,7 @@ from nas.errors import CompressionError, LatencyError
 from nas.metrics import count_flops, count_params
 from nas.onnx_io import export_onnx
 from nas.progress import PhaseProgress, quiet
-from nas.quantization import quantize_int8, runtime_accuracy, shaped
+from nas.quantization import quantize_int8, quantize_openvino, runtime_accuracy, shaped
 from nas.run import write_atomic
 from nas.training import evaluate_accuracy
 
@@ -247,6 +247,9 @@ class Compressor:
         if precision != "int8":
             return fp32
         images = shaped(self.calibration, shape[1], shape[-1])
+        q = self.config.quantization
+        if self.backends[precision].device.runtime == "openvino" and q.openvino_int8 == "nncf":
+            return quantize_openvino(fp32, stem.with_name(stem.name + "_int8.xml"), images, q)
         return quantize_int8(
             fp32, stem.with_name(stem.name + "_int8.onnx"), images, self.config.quantization
         )

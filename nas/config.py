@@ -205,6 +205,11 @@ class QuantizationConfig(_Strict):
         "minmax", description="ONNX Runtime calibrator (OpenVINO int8 uses NNCF's own)"
     )
     per_channel: bool = Field(True, description="per-channel int8 weights")
+    openvino_int8: Literal["qdq", "nncf"] = Field(
+        "qdq",
+        description="int8 artifact on OpenVINO devices: the ONNX Runtime QDQ model, or OpenVINO's "
+        "own path (NNCF post-training quantization of the OpenVINO model, saved as IR)",
+    )
     calibration_path: Path | None = Field(
         None,
         description=".npz with an array x of uint8 images (N, C, H, W) shaped like the "

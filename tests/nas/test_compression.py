@@ -307,3 +307,34 @@ def test_a_teacher_is_a_candidate_of_the_space_or_a_timm_model(small):
     assert model(splits.val_x[:2]).shape == (2, 10)
     with pytest.raises(ConfigError, match="not a candidate of the space"):
         build_teacher(DistillationConfig(teacher="w9_nonsense"), space, splits)
+
+
+def test_openvino_int8_through_nncf_is_an_ir_scored_by_openvino(small, tmp_path):
+    config, space, splits = small
+    from nas.artifacts import Compressor
+
+    cfg = CompressionConfig.model_validate(
+        {"quantization": {"precisions": ["fp32", "int8"], "openvino_int8": "nncf"}}
+    )
+    backends = {
+        p: measurement_backend(f"cpu-ov-{p}", threads=1, warmup=1, repeats=3, batch_size=1)
+        for p in ("fp32", "int8")
+    }
+    comp = Compressor(
+        config=cfg,
+        space=space,
+        deployment=config.deployment,
+        backends=backends,
+        calibration=splits.train_x[:64],
+    )
+    torch.manual_seed(0)
+    model = space.build(space.decode(ARCH), 10, 1, input_size=8)
+    recipe = {"epochs": 6, "optimizer": "adamw", "lr": 0.005, "weight_decay": 0.01}
+    train_proxy(model, splits, config.training.model_copy(update=recipe), seed=0)
+    path = comp.artifact(model, (1, 1, 8, 8), "int8", tmp_path / "proxy", dynamic=True)
+    assert path.suffix == ".xml" and is_quantized(path)
+    acc8 = comp.artifact_accuracy(model, splits, "int8", tmp_path)
+    acc32 = comp.artifact_accuracy(model, splits, "fp32", tmp_path)
+    assert acc32 > 0.5 and abs(acc8 - acc32) < 0.1
+    result = backends["int8"].measure(path, (1, 1, 8, 8))
+    assert result.ok and result.device.precision == "int8"
