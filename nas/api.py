@@ -214,14 +214,54 @@ def export(
     out: str | Path,
     trial: int | None = None,
     candidate: str | None = None,
+    fmt: str | None = None,
+    precision: str | None = None,
+    dynamic_batch: bool = False,
+    weights: str = "auto",
     force: bool = False,
+    progress: Any = None,
 ) -> Path:
     """Export a completed trial to `out`; see `nas export --help`."""
     from nas.export import export_trial
+    from nas.progress import quiet
 
     return export_trial(
-        Run.open(run_dir), out=Path(out), number=trial, candidate=candidate, force=force
+        Run.open(run_dir),
+        out=Path(out),
+        number=trial,
+        candidate=candidate,
+        fmt=fmt,
+        precision=precision,
+        dynamic_batch=dynamic_batch,
+        weights=weights,
+        force=force,
+        progress=progress or quiet,
     )
+
+
+def train(
+    run_dir: str | Path,
+    *,
+    trial: int,
+    epochs: int | None = None,
+    train_size: int | None = None,
+    force: bool = False,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Train a trial at full fidelity; see `nas train --help`."""
+    from nas.full_training import train_trial
+    from nas.progress import quiet
+
+    run = Run.open(run_dir)
+    with run.lock():
+        return train_trial(
+            run,
+            trial,
+            epochs=epochs,
+            train_size=train_size,
+            force=force,
+            progress=progress or quiet,
+        )
 
 
 # -- devices, latency tables and predictors ---------------------------------------------------

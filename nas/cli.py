@@ -144,6 +144,67 @@ def pareto(
 
 @app.command()
 @user_errors
+def train(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory, e.g. runs/quickstart")],
+    trial: Annotated[int, typer.Option(help="Trial number (see `nas pareto`)")],
+    epochs: Annotated[
+        int | None, typer.Option(min=1, help="Epochs; default 5x the search's, at least 10")
+    ] = None,
+    train_size: Annotated[
+        int | None,
+        typer.Option(min=1, help="Training images; default every image outside validation"),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Train again though a result exists")] = False,
+) -> None:
+    """Train a trial's candidate (architecture, pruned channels) at full fidelity.
+
+    Starts from the search's weights, uses all the training data and more epochs with the
+    run's recipe, checkpoints every epoch (rerun the same command to resume), and stores the
+    result in RUN_DIR/trained/, where `nas export` picks it up.
+    """
+    from nas import api
+    from nas.progress import phase_callback, progress_bar
+
+    try:
+        with progress_bar(err) as bar:
+            record = api.train(
+                run_dir,
+                trial=trial,
+                epochs=epochs,
+                train_size=train_size,
+                force=force,
+                progress=phase_callback(bar),
+            )
+    except KeyboardInterrupt:
+        err.print("training interrupted; rerun the same command to resume", highlight=False)
+        raise typer.Exit(130) from None
+    ident = record["identity"]
+    out.print(
+        f"trial {trial}: {ident['epochs']} epochs on {record['train_images']} images, validation "
+        f"accuracy {record['accuracy']:.4f} (search: {record['search_accuracy']:.4f}); weights "
+        f"in {Path(run_dir) / 'trained' / f'{trial:05d}'}",
+        highlight=False,
+    )
+
+
+class ExportFormat(StrEnum):
+    onnx = "onnx"
+    onnx_fp16 = "onnx-fp16"
+    onnx_int8 = "onnx-int8"
+    openvino = "openvino"
+    tensorrt = "tensorrt"
+    torchscript = "torchscript"
+    pt2 = "pt2"
+
+
+class WeightsChoice(StrEnum):
+    auto = "auto"
+    trained = "trained"
+    search = "search"
+
+
+@app.command()
+@user_errors
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A run directory, e.g. runs/quickstart")],
     out_dir: Annotated[Path, typer.Option("--out", help="Export folder to create")],
@@ -151,28 +212,58 @@ def export(
     candidate: Annotated[
         str | None, typer.Option(help="Candidate string instead of --trial")
     ] = None,
+    format: Annotated[
+        ExportFormat | None,
+        typer.Option(help="File format; default: the one for the trial's precision"),
+    ] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(help="openvino: fp32, bf16, int8; tensorrt: fp32, fp16, int8"),
+    ] = None,
+    dynamic_batch: Annotated[bool, typer.Option(help="Dynamic batch axis")] = False,
+    weights: Annotated[
+        WeightsChoice,
+        typer.Option(help="auto: `nas train` weights when present; trained; search"),
+    ] = WeightsChoice.auto,
     force: Annotated[bool, typer.Option(help="Replace a non-empty --out folder")] = False,
 ) -> None:
-    """Export a trial's trained candidate to ONNX with a model card."""
+    """Export a trial in a runtime's format, with parity, accuracy and latency measured on the
+    files, a model card (JSON and Markdown) and an example script."""
     from nas import api
+    from nas.progress import phase_callback, progress_bar
 
-    path = api.export(run_dir, out=out_dir, trial=trial, candidate=candidate, force=force)
+    with progress_bar(err) as bar:
+        path = api.export(
+            run_dir,
+            out=out_dir,
+            trial=trial,
+            candidate=candidate,
+            fmt=format.value if format else None,
+            precision=precision,
+            dynamic_batch=dynamic_batch,
+            weights=weights.value,
+            force=force,
+            progress=phase_callback(bar),
+        )
     card = json.loads((path / "model_card.json").read_text())
     for name, info in card["files"].items():
-        if "parity" not in info:
-            out.print(
-                f"{path / name}: input {info['input_shape']}, {info['quantization']}; top-1 "
-                f"agrees with fp32 on {info['top1_agreement_with_fp32']:.1%} of images",
-                highlight=False,
-            )
-            continue
         p = info["parity"]
+        state = "passed" if p["passed"] else "not enforced" if not p["enforced"] else "failed"
         out.print(
-            f"{path / name}: input {info['input_shape']}, ONNX Runtime vs torch max abs "
-            f"diff {p['max_abs_diff']:.2e} (relative {p['max_rel_diff']:.2e})",
+            f"{path / name}: input {info['input_shape']}, {info['bytes']:,} bytes; parity "
+            f"{state} ({p['rule']}): max rel diff {p['max_rel_diff']:.2e}, top-1 agreement "
+            f"{p['top1_agreement']:.2%}",
             highlight=False,
         )
-    out.print(f"model card: {path / 'model_card.json'}", highlight=False)
+    acc, lat = card["exported_accuracy"], card["exported_latency"]
+    out.print(
+        f"accuracy of the exported file: {acc['value']:.4f}; latency {lat['p50_ms']:.3f} ms "
+        f"median, {lat['p90_ms']:.3f} ms p90 ({lat['runtime']}, {card['format']['precision']})",
+        highlight=False,
+    )
+    out.print(
+        f"model card: {path / 'MODEL_CARD.md'}; example: {path / 'example.py'}", highlight=False
+    )
 
 
 latency_app = typer.Typer(

@@ -158,7 +158,7 @@ def quantize_openvino(
         quantized = nncf.quantize(
             model,
             nncf.Dataset(batches),
-            subset_size=len(batches) * step,
+            subset_size=len(batches),
             preset=nncf.QuantizationPreset.PERFORMANCE,
         )
         ov.save_model(quantized, str(out))

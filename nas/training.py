@@ -9,10 +9,12 @@ averages still lag the weights, and re-estimating them is cheap.
 
 from __future__ import annotations
 
+import io
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +23,7 @@ from torch import nn
 from nas.config import TrainingConfig
 from nas.data import ProxySplits
 from nas.errors import TrainingDivergedError
+from nas.run import write_atomic
 
 # (epoch, epochs, val_accuracy, train_loss) after each epoch.
 EpochCallback = Callable[[int, int, float, float], None]
@@ -133,10 +136,14 @@ def train_proxy(
     on_epoch: EpochCallback | None = None,
     on_step: StepCallback | None = None,
     distillation: Distillation | None = None,
+    checkpoint: Path | None = None,
 ) -> TrainResult:
     """Train `model` in place on `data` and return its validation accuracy.
 
     With `distillation`, the loss mixes the labels with the teacher's softened predictions.
+    With `checkpoint`, the model, optimiser, schedule and data order are saved after every
+    epoch, and a run that finds the file goes on from the epoch after it (same result as an
+    uninterrupted run).
 
     Raises:
         TrainingDivergedError: the loss became NaN or infinite.
@@ -150,7 +157,15 @@ def train_proxy(
     opt = _optimizer(model, cfg)
     sched = _scheduler(opt, cfg, cfg.epochs * steps_per_epoch)
     result = TrainResult(accuracy=0.0, train_loss=math.nan)
-    for epoch in range(cfg.epochs):
+    first = 0
+    if checkpoint is not None and checkpoint.is_file():
+        state = torch.load(checkpoint, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        first, result.epoch_accuracy = state["epoch"], state["epoch_accuracy"]
+    for epoch in range(first, cfg.epochs):
         model.train()
         order = torch.randperm(n, generator=generator)
         total, seen = 0.0, 0
@@ -180,6 +195,18 @@ def train_proxy(
         acc = evaluate_accuracy(model, data.val_x, data.val_y)
         result.epoch_accuracy.append(acc)
         result.train_loss = total / max(seen, 1)
+        if checkpoint is not None:
+            state = {
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "generator": generator.get_state(),
+                "epoch": epoch + 1,
+                "epoch_accuracy": result.epoch_accuracy,
+            }
+            buffer = io.BytesIO()
+            torch.save(state, buffer)
+            write_atomic(checkpoint, buffer.getvalue())
         if on_epoch is not None:
             on_epoch(epoch + 1, cfg.epochs, acc, result.train_loss)
     result.accuracy = result.epoch_accuracy[-1]
