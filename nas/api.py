@@ -219,6 +219,7 @@ def export(
     dynamic_batch: bool = False,
     weights: str = "auto",
     force: bool = False,
+    min_agreement: float = 0.98,
     progress: Any = None,
 ) -> Path:
     """Export a completed trial to `out`; see `nas export --help`."""
@@ -235,6 +236,7 @@ def export(
         dynamic_batch=dynamic_batch,
         weights=weights,
         force=force,
+        min_agreement=min_agreement,
         progress=progress or quiet,
     )
 

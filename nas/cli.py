@@ -226,6 +226,9 @@ def export(
         typer.Option(help="auto: `nas train` weights when present; trained; search"),
     ] = WeightsChoice.auto,
     force: Annotated[bool, typer.Option(help="Replace a non-empty --out folder")] = False,
+    min_agreement: Annotated[
+        float, typer.Option(help="Least top-1 agreement with torch for quantized formats")
+    ] = 0.98,
 ) -> None:
     """Export a trial in a runtime's format, with parity, accuracy and latency measured on the
     files, a model card (JSON and Markdown) and an example script."""
@@ -243,6 +246,7 @@ def export(
             dynamic_batch=dynamic_batch,
             weights=weights.value,
             force=force,
+            min_agreement=min_agreement,
             progress=phase_callback(bar),
         )
     card = json.loads((path / "model_card.json").read_text())

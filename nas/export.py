@@ -126,7 +126,12 @@ def _replace_dir(tmp: Path, out: Path, force: bool) -> None:
 
 
 def _parity(
-    reference: np.ndarray, got: np.ndarray, quantized: bool, enforce: bool, name: str
+    reference: np.ndarray,
+    got: np.ndarray,
+    quantized: bool,
+    enforce: bool,
+    name: str,
+    min_agreement: float = MIN_AGREEMENT,
 ) -> dict[str, Any]:
     """Parity of `got` against torch's `reference` logits; `ExportError` when it fails."""
     diff = float(np.abs(got - reference).max())
@@ -137,16 +142,16 @@ def _parity(
         "max_abs_diff": diff,
         "max_rel_diff": rel,
         "top1_agreement": agree,
-        "rule": f"top-1 agreement >= {MIN_AGREEMENT:.0%}"
+        "rule": f"top-1 agreement >= {min_agreement:.0%}"
         if quantized
         else f"relative difference <= {PARITY_RTOL:.0e}",
         "enforced": enforce,
     }
-    report["passed"] = agree >= MIN_AGREEMENT if quantized else rel <= PARITY_RTOL
+    report["passed"] = agree >= min_agreement if quantized else rel <= PARITY_RTOL
     if enforce and not report["passed"]:
         what = (
             f"top-1 agrees with torch on {agree:.2%} of validation images; needs "
-            f"{MIN_AGREEMENT:.0%}"
+            f"{min_agreement:.0%} (--min-agreement)"
             if quantized
             else f"output differs from torch by {rel:.2e} relative (max abs {diff:.2e}); "
             f"allowed {PARITY_RTOL:.0e}"
@@ -192,6 +197,7 @@ def export_trial(
     dynamic_batch: bool = False,
     weights: str = "auto",
     force: bool = False,
+    min_agreement: float = MIN_AGREEMENT,
     progress: PhaseProgress = quiet,
 ) -> Path:
     """Export a completed trial in `fmt`; returns the export folder.
@@ -207,12 +213,15 @@ def export_trial(
         weights: ``auto`` (full-fidelity weights when `nas train` made them), ``trained``
             (those, required) or ``search`` (the search's).
         force: Replace a non-empty `out`.
+        min_agreement: Least top-1 agreement with torch a quantized format must reach.
         progress: Receives (phase, step, steps).
     """
     from nas.full_training import trained_dir, trained_info, trial_network
 
     if (number is None) == (candidate is None):
         raise UnknownTrialError("give exactly one of a trial number or a candidate string")
+    if not 0 < min_agreement <= 1:
+        raise ExportError(f"--min-agreement {min_agreement}: a share in (0, 1], e.g. 0.98")
     config = run.config()
     study = load_study(run)
     trial = find_trial(study, number=number, candidate=candidate)
@@ -300,7 +309,9 @@ def export_trial(
                 reference = torch.cat([model(b) for b in x.split(32)]).numpy()
             got = _run_batches(run_file, x.numpy(), batch)
             enforce = meaningful_top1 or not quantized
-            check = _parity(reference, got, quantized, enforce, f"{stem}{spec.suffix}")
+            check = _parity(
+                reference, got, quantized, enforce, f"{stem}{spec.suffix}", min_agreement
+            )
             entry: dict[str, Any] = {
                 "input_shape": [None if dynamic_batch else shape[0], *shape[1:]],
                 "sha256": file_sha256(path),
