@@ -270,6 +270,34 @@ def export(
     )
 
 
+@app.command()
+@user_errors
+def profile(
+    model_dir: Annotated[Path, typer.Argument(help="A folder made by `nas export`")],
+    runs: Annotated[int, typer.Option(min=1, help="Profiled inferences")] = 20,
+    threads: Annotated[int, typer.Option(min=1, help="Runtime threads")] = 1,
+    top: Annotated[int, typer.Option(min=1, help="Layers to list")] = 15,
+) -> None:
+    """Per-layer latency breakdown of an exported model from its runtime's profiler; writes
+    profile.csv and profile.html into MODEL_DIR."""
+    from nas.layer_profile import profile_model
+
+    result = profile_model(model_dir, runs=runs, threads=threads)
+    table = Table(title=result["title"])
+    for col in ("layer", "op type", "us", "share"):
+        table.add_column(col, justify="left" if col in ("layer", "op type") else "right")
+    for r in result["layers"].head(top).itertuples():
+        table.add_row(str(r.layer), str(r.op_type), f"{r.us:.1f}", f"{r.share:.1%}")
+    out.print(table)
+    types = Table(title="by operator type")
+    for col in ("op type", "layers", "us", "share"):
+        types.add_column(col, justify="left" if col == "op type" else "right")
+    for r in result["by_type"].itertuples():
+        types.add_row(str(r.op_type), str(r.layers), f"{r.us:.1f}", f"{r.share:.1%}")
+    out.print(types)
+    out.print(f"chart: {Path(model_dir) / 'profile.html'}", highlight=False)
+
+
 latency_app = typer.Typer(
     name="latency",
     no_args_is_help=True,
