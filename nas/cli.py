@@ -298,6 +298,67 @@ def profile(
     out.print(f"chart: {Path(model_dir) / 'profile.html'}", highlight=False)
 
 
+@app.command()
+@user_errors
+def compare(
+    variants: Annotated[
+        list[Path], typer.Argument(help="Folders made by `nas export`; the first is the reference")
+    ],
+    baseline: Annotated[
+        bool, typer.Option(help="Keep timm's efficientnet_b0 (fp32 ONNX) as a baseline")
+    ] = True,
+    rounds: Annotated[int, typer.Option(min=1, help="Interleaved latency rounds")] = 5,
+    repeats: Annotated[int, typer.Option(min=3, help="Timed runs per round")] = 20,
+    threads: Annotated[int, typer.Option(min=1, help="Runtime threads")] = 1,
+    report: Annotated[Path, typer.Option(help="HTML report with the plots")] = Path("compare.html"),
+) -> None:
+    """A/B test exported variants on the same data and machine: latency ratio with a bootstrap
+    95 % interval, accuracy difference with an exact McNemar test, size and peak memory."""
+    from nas.compare import compare as run_compare
+    from nas.progress import phase_callback, progress_bar
+
+    with progress_bar(err) as bar:
+        table = run_compare(
+            variants,
+            with_baseline=baseline,
+            rounds=rounds,
+            repeats=repeats,
+            threads=threads,
+            report=report,
+            progress=phase_callback(bar),
+        )
+    view = Table(title=f"A/B comparison (reference: {variants[0]})")
+    for col in (
+        "variant",
+        "format",
+        "accuracy",
+        "vs ref",
+        "McNemar p",
+        "median ms",
+        "ratio [95% CI]",
+        "MB",
+        "RSS MB (model)",
+        "verdict",
+    ):
+        view.add_column(col, justify="left" if col in ("variant", "format", "verdict") else "right")
+    for r in table.to_dict("records"):
+        nan = {k: v != v for k, v in r.items() if isinstance(v, float)}
+        view.add_row(
+            str(r["variant"]),
+            str(r["format"]),
+            "n/a" if nan["accuracy"] else f"{r['accuracy']:.4f}",
+            "" if nan["accuracy_diff"] else f"{100 * r['accuracy_diff']:+.2f} pt",
+            "" if nan["mcnemar_p"] else f"{r['mcnemar_p']:.3f}",
+            f"{r['median_ms']:.3f}",
+            f"{r['ratio']:.2f} [{r['ratio_ci_low']:.2f}, {r['ratio_ci_high']:.2f}]",
+            f"{r['size_mb']:.2f}",
+            "n/a" if nan["peak_rss_mb"] else f"{r['peak_rss_mb']:.0f} ({r['model_rss_mb']:.0f})",
+            "; ".join(str(x) for x in (r["latency"], r["accuracy_verdict"]) if x),
+        )
+    out.print(view)
+    out.print(f"report: {report}", highlight=False)
+
+
 latency_app = typer.Typer(
     name="latency",
     no_args_is_help=True,

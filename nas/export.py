@@ -32,7 +32,7 @@ from latency_predictors.backends.base import time_calls
 from nas.artifacts import history_path, load_history
 from nas.compression import replay
 from nas.errors import ExportError, RunError, UnknownTrialError
-from nas.formats import Format, Runner, default_precision, get_format, load, write
+from nas.formats import Format, Runner, default_precision, get_format, load, run_batches, write
 from nas.onnx_io import INPUT_NAME, OUTPUT_NAME, file_sha256
 from nas.progress import PhaseProgress, quiet
 from nas.run import Run
@@ -158,18 +158,6 @@ def _parity(
         )
         raise ExportError(f"{name}: parity failed: {what}")
     return report
-
-
-def _run_batches(run: Runner, x: np.ndarray, batch: int) -> np.ndarray:
-    """Outputs for every row of `x`, through fixed-size batches (the last one padded)."""
-    outs = []
-    for i in range(0, len(x), batch):
-        chunk = x[i : i + batch]
-        n = len(chunk)
-        if n < batch:
-            chunk = np.concatenate([chunk, np.zeros((batch - n, *chunk.shape[1:]), chunk.dtype)])
-        outs.append(np.asarray(run(chunk))[:n])
-    return np.concatenate(outs)
 
 
 def _latency(run: Runner, shape: tuple[int, ...], warmup: int, repeats: int) -> dict[str, Any]:
@@ -307,7 +295,7 @@ def export_trial(
             x = shaped(data.val_x[:PARITY_IMAGES], shape[1], shape[-1])
             with torch.no_grad():
                 reference = torch.cat([model(b) for b in x.split(32)]).numpy()
-            got = _run_batches(run_file, x.numpy(), batch)
+            got = run_batches(run_file, x.numpy(), batch)
             enforce = meaningful_top1 or not quantized
             check = _parity(
                 reference, got, quantized, enforce, f"{stem}{spec.suffix}", min_agreement
@@ -323,7 +311,7 @@ def export_trial(
             files[path.name] = entry
             if stem == "model_proxy":
                 progress("accuracy of the exported file on the validation split", 0, 1)
-                preds = _run_batches(run_file, data.val_x.numpy(), batch).argmax(1)
+                preds = run_batches(run_file, data.val_x.numpy(), batch).argmax(1)
                 measured["accuracy"] = float((preds == data.val_y.numpy()).mean())
             else:
                 progress(f"latency of {path.name}", 0, 1)

@@ -220,3 +220,15 @@ def _tensorrt_runner(path: Path, shape: tuple[int, ...]) -> Runner:
 
     run.engine = engine  # type: ignore[attr-defined]  # keeps the engine alive
     return run
+
+
+def run_batches(run: Runner, x: np.ndarray, batch: int) -> np.ndarray:
+    """Outputs for every row of `x`, through fixed-size batches (the last one padded)."""
+    outs = []
+    for i in range(0, len(x), batch):
+        chunk = x[i : i + batch]
+        n = len(chunk)
+        if n < batch:
+            chunk = np.concatenate([chunk, np.zeros((batch - n, *chunk.shape[1:]), chunk.dtype)])
+        outs.append(np.asarray(run(chunk))[:n])
+    return np.concatenate(outs)

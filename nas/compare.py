@@ -1,0 +1,315 @@
+"""A/B comparison of exported variants on the same data and the same machine.
+
+Every variant is a folder made by `nas export`. Latency: each variant's deployment file runs in
+its own runtime, in interleaved rounds (so all see the same machine state); the ratio of
+medians against the first variant gets a bootstrap 95 % confidence interval (SciPy). Accuracy:
+each variant's proxy-shape file predicts the same validation images; the difference against the
+first variant is tested with the exact McNemar test on the paired predictions (a binomial test
+on the images where exactly one of the two is right). Size is the files on disk; peak memory is
+the peak resident set of a fresh process that loads the file and runs it. By default timm's
+``efficientnet_b0`` (untrained, exported to fp32 ONNX at the first variant's deployment shape)
+is kept in the comparison as a fixed latency baseline. Peak memory is reported for the whole
+process and for the part above the runtime's own import.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from latency_predictors.backends.base import time_calls
+from nas.errors import ExportError
+from nas.formats import FORMATS, Format, load, run_batches
+from nas.layer_profile import read_card
+from nas.run import write_atomic
+
+BASELINE = "timm efficientnet_b0 (fp32 ONNX)"
+
+
+@dataclass
+class Variant:
+    name: str
+    fmt: Format
+    precision: str
+    model: Path
+    shape: tuple[int, ...]
+    proxy: Path | None = None
+    proxy_shape: tuple[int, ...] | None = None
+    card: dict[str, Any] = field(default_factory=dict)
+    times: list[float] = field(default_factory=list)
+    predictions: np.ndarray | None = None
+    size_bytes: int = 0
+
+    def __post_init__(self) -> None:
+        self.size_bytes = sum(
+            f.stat().st_size for f in self.model.parent.glob(f"{self.model.stem}.*")
+        )
+
+
+def _shape(raw: list[int | None], batch: int = 1) -> tuple[int, ...]:
+    return tuple(batch if d is None else int(d) for d in raw)
+
+
+def variant(folder: Path) -> Variant:
+    card = read_card(folder)
+    fmt = FORMATS[card["format"]["name"]]
+    precision = card["format"]["precision"]
+    fmt.check(precision)
+    model, proxy = folder / f"model{fmt.suffix}", folder / f"model_proxy{fmt.suffix}"
+    for f in (model, proxy):
+        if not f.is_file():
+            raise ExportError(f"{f} missing; export it again")
+    return Variant(
+        name=Path(folder).name or str(folder),
+        fmt=fmt,
+        precision=precision,
+        model=model,
+        shape=_shape(card["files"][model.name]["input_shape"]),
+        proxy=proxy,
+        proxy_shape=_shape(card["files"][proxy.name]["input_shape"]),
+        card=card,
+    )
+
+
+def baseline(shape: tuple[int, ...], folder: Path) -> Variant:
+    """timm's efficientnet_b0 at `shape`, fp32 ONNX, untrained (latency and size only)."""
+    import timm
+
+    from nas.onnx_io import export_onnx
+
+    model = timm.create_model("efficientnet_b0", pretrained=False, in_chans=shape[1]).eval()
+    path = export_onnx(model, shape, folder / "model.onnx")
+    return Variant(BASELINE, FORMATS["onnx"], "fp32", path, shape)
+
+
+def _validation(card: dict[str, Any]) -> tuple[torch.Tensor, np.ndarray, Any]:
+    from nas.config import parse_config
+    from nas.data import load_dataset, make_splits
+
+    config = parse_config(card["config"], source="model card")
+    data = config.data
+    if "train_images" in card["training"]:
+        data = data.model_copy(update={"train_size": card["training"]["train_images"]})
+    splits = make_splits(load_dataset(config.data), data, config.seed)
+    return splits.val_x, splits.val_y.numpy(), splits
+
+
+def _call(run: Any, x: np.ndarray) -> Any:
+    return lambda: run(x)
+
+
+_LOADERS = {
+    "onnxruntime": (
+        "import onnxruntime as ort\n",
+        "o = ort.SessionOptions(); o.intra_op_num_threads = 1\n"
+        "s = ort.InferenceSession(PATH, o, providers=['CPUExecutionProvider'])\n"
+        "run = lambda x: s.run(None, {s.get_inputs()[0].name: x})\n",
+    ),
+    "openvino": (
+        "import openvino as ov\n",
+        "r = ov.Core().compile_model(PATH, 'CPU', {'INFERENCE_NUM_THREADS': 1, "
+        "'INFERENCE_PRECISION_HINT': HINT}).create_infer_request()\n"
+        "run = lambda x: r.infer({0: x})\n",
+    ),
+    "torch": (
+        "import torch\n",
+        "m = torch.jit.load(PATH) if PATH.endswith('.pt') else torch.export.load(PATH).module()\n"
+        "run = lambda x: m(torch.from_numpy(x))\n",
+    ),
+}
+
+
+def _peak_memory_mb(v: Variant) -> tuple[float, float]:
+    """(peak RSS of a fresh process that imports the runtime, loads the file and runs it 5
+    times; the part of it above the runtime alone), in MiB."""
+    if v.fmt.runtime not in _LOADERS:
+        return float("nan"), float("nan")
+    imports, body = _LOADERS[v.fmt.runtime]
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forking parent.
+    code = (
+        "import numpy as np\n"
+        "def hwm():\n"
+        "    for line in open('/proc/self/status'):\n"
+        "        if line.startswith('VmHWM:'):\n"
+        "            return int(line.split()[1])\n"
+        + imports
+        + "base = hwm()\n"
+        + f"PATH, HINT = {str(v.model)!r}, {'bf16' if v.precision == 'bf16' else 'f32'!r}\n"
+        + body
+        + f"x = np.zeros({v.shape!r}, np.float32)\n"
+        + "for _ in range(5):\n    run(x)\n"
+        + "peak = hwm()\n"
+        + "print(peak, peak - base)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=600
+    )
+    if proc.returncode != 0:
+        return float("nan"), float("nan")
+    peak, model = proc.stdout.strip().splitlines()[-1].split()
+    return int(peak) / 1024, int(model) / 1024
+
+
+def compare(
+    folders: list[Path],
+    *,
+    with_baseline: bool = True,
+    rounds: int = 5,
+    repeats: int = 20,
+    threads: int = 1,
+    report: Path | None = None,
+    progress: Any = None,
+) -> pd.DataFrame:
+    """Compare exported variants; returns the verdict table (first variant = reference).
+
+    Raises:
+        ExportError: fewer than two variants, a folder that is not an export, or variants
+            scored on different data.
+    """
+    from scipy.stats import binomtest, bootstrap
+
+    def step(phase: str, done: int, total: int) -> None:
+        if progress is not None:
+            progress(phase, done, total)
+
+    if len(folders) + with_baseline < 2:
+        raise ExportError("compare needs at least two variants (or one and the baseline)")
+    variants = [variant(Path(f)) for f in folders]
+    data_keys = {json.dumps(v.card["config"]["data"], sort_keys=True) for v in variants}
+    if len(data_keys) > 1:
+        raise ExportError(
+            "the variants were trained on different data configs; compare like with like"
+        )
+    with tempfile.TemporaryDirectory(prefix="nas-compare-") as tmp:
+        if with_baseline:
+            variants.append(baseline(variants[0].shape, Path(tmp)))
+        val_x, val_y, splits = _validation(variants[0].card)
+        for i, v in enumerate(variants):
+            step("accuracy on the validation split", i, len(variants))
+            if v.proxy is None or v.proxy_shape is None:
+                continue
+            from nas.quantization import shaped
+
+            x = shaped(val_x, v.proxy_shape[1], v.proxy_shape[-1]).numpy()
+            run = load(v.fmt, v.proxy, v.proxy_shape, precision=v.precision, threads=threads)
+            v.predictions = run_batches(run, x, v.proxy_shape[0]).argmax(1)
+        runners = [
+            load(v.fmt, v.model, v.shape, precision=v.precision, threads=threads) for v in variants
+        ]
+        inputs = [
+            np.random.default_rng(0).standard_normal(v.shape).astype(np.float32) for v in variants
+        ]
+        for r in range(rounds):
+            step("latency, interleaved rounds", r, rounds)
+            order = list(range(len(variants)))
+            order = order[r % len(order) :] + order[: r % len(order)]
+            for i in order:
+                times = time_calls(_call(runners[i], inputs[i]), warmup=3, repeats=repeats)
+                variants[i].times.extend(times.tolist())
+        step("latency, interleaved rounds", rounds, rounds)
+        memory = []
+        for i, v in enumerate(variants):
+            step("peak memory, one process each", i, len(variants))
+            memory.append(_peak_memory_mb(v))
+        step("peak memory, one process each", len(variants), len(variants))
+
+    ref = variants[0]
+    ref_times = np.asarray(ref.times)
+    rows = []
+    for v, (peak, above_runtime) in zip(variants, memory, strict=True):
+        times = np.asarray(v.times)
+        ratio = float(np.median(times) / np.median(ref_times))
+        if v is ref:
+            low = high = 1.0
+        else:
+            ci = bootstrap(
+                (times, ref_times),
+                lambda a, b: np.median(a) / np.median(b),
+                vectorized=False,
+                n_resamples=2000,
+                method="percentile",
+                random_state=0,
+            ).confidence_interval
+            low, high = float(ci.low), float(ci.high)
+        acc = diff = p = float("nan")
+        if v.predictions is not None:
+            right = v.predictions == val_y
+            acc = float(right.mean())
+            if ref.predictions is not None and v is not ref:
+                ref_right = ref.predictions == val_y
+                b = int((ref_right & ~right).sum())
+                c = int((~ref_right & right).sum())
+                diff = acc - float(ref_right.mean())
+                p = 1.0 if b + c == 0 else float(binomtest(min(b, c), b + c, 0.5).pvalue)
+        speed = (
+            "reference"
+            if v is ref
+            else "faster"
+            if high < 1
+            else "slower"
+            if low > 1
+            else "no clear difference"
+        )
+        accuracy = (
+            "" if np.isnan(p) else "differs (p < 0.05)" if p < 0.05 else "no significant change"
+        )
+        rows.append(
+            {
+                "variant": v.name,
+                "format": f"{v.fmt.name} {v.precision}",
+                "accuracy": acc,
+                "accuracy_diff": diff,
+                "mcnemar_p": p,
+                "median_ms": float(np.median(times)),
+                "p90_ms": float(np.percentile(times, 90)),
+                "ratio": ratio,
+                "ratio_ci_low": low,
+                "ratio_ci_high": high,
+                "size_mb": v.size_bytes / 2**20,
+                "peak_rss_mb": peak,
+                "model_rss_mb": above_runtime,
+                "latency": speed,
+                "accuracy_verdict": accuracy,
+            }
+        )
+    table = pd.DataFrame(rows)
+    if report is not None:
+        write_atomic(report, _html(table, variants, len(splits.val_y)))
+    return table
+
+
+def _html(table: pd.DataFrame, variants: list[Variant], n_val: int) -> str:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(
+        rows=1, cols=2, subplot_titles=("latency per run (ms)", f"accuracy ({n_val} images)")
+    )
+    for v in variants:
+        fig.add_trace(
+            go.Box(y=v.times, name=Path(v.name).name or v.name, boxmean=True), row=1, col=1
+        )
+    known = table.dropna(subset=["accuracy"])
+    fig.add_trace(
+        go.Bar(
+            x=[Path(n).name for n in known["variant"]],
+            y=known["accuracy"],
+            text=[f"{a:.4f}" for a in known["accuracy"]],
+            showlegend=False,
+        ),
+        row=1,
+        col=2,
+    )
+    fig.update_layout(title="A/B comparison of exported variants", template="plotly_white")
+    return str(fig.to_html(include_plotlyjs=True, full_html=True)) + table.to_html(
+        index=False, float_format=lambda x: f"{x:.4g}"
+    )
