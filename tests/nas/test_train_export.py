@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -203,3 +205,51 @@ def test_export_refusals_are_one_line(good_run, tmp_path):
         assert message in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert not (tmp_path / "x").exists()
+
+
+@pytest.fixture(scope="module")
+def two_exports(good_run, tmp_path_factory):
+    root = tmp_path_factory.mktemp("exports")
+    for name, extra in (("onnx", []), ("ov", ["--format", "openvino", "--precision", "fp32"])):
+        proc = run_cli(
+            "export", good_run, "--trial", "1", "--out", root / name, "--weights", "search", *extra
+        )
+        assert proc.returncode == 0, proc.stderr
+    return root / "onnx", root / "ov"
+
+
+def test_profile_breaks_latency_down_by_layer(two_exports):
+    for folder in two_exports:
+        proc = run_cli("profile", folder, "--runs", "5")
+        assert proc.returncode == 0, proc.stderr
+        layers = pd.read_csv(folder / "profile.csv")
+        assert len(layers) > 10 and (layers["us"] >= 0).all()
+        assert layers["share"].sum() == pytest.approx(1.0)
+        assert layers["us"].is_monotonic_decreasing
+        assert "Conv" in " ".join(layers["op_type"])  # ONNX Conv, OpenVINO Convolution
+        assert "<html>" in (folder / "profile.html").read_text()[:200].lower()
+    bad = run_cli("profile", two_exports[0].parent)
+    assert bad.returncode == 2 and "no model_card.json" in bad.stderr
+
+
+def test_compare_tests_latency_and_accuracy_of_paired_variants(two_exports, tmp_path):
+    from nas.compare import compare
+
+    onnx, ov = two_exports
+    table = compare([onnx, onnx, ov], with_baseline=True, rounds=2, repeats=5)
+    assert list(table["variant"]) == ["onnx", "onnx", "ov", "timm efficientnet_b0 (fp32 ONNX)"]
+    same = table.iloc[1]
+    # The same file against itself: identical predictions, McNemar p = 1, interval around 1.
+    assert same["accuracy_diff"] == 0 and same["mcnemar_p"] == 1.0
+    assert same["ratio_ci_low"] <= same["ratio"] <= same["ratio_ci_high"]
+    assert table.iloc[2]["accuracy"] == pytest.approx(table.iloc[0]["accuracy"], abs=0.01)
+    b0 = table.iloc[3]
+    assert math.isnan(b0["accuracy"]) and b0["size_mb"] > 10  # 5.3 M fp32 parameters
+    assert b0["latency"] == "slower"  # B0 at the same shape against a tiny digits network
+    assert (table["peak_rss_mb"] > table["model_rss_mb"]).all()
+    report = tmp_path / "ab.html"
+    proc = run_cli("compare", onnx, ov, "--rounds", "2", "--repeats", "5", "--report", report)
+    assert proc.returncode == 0, proc.stderr
+    assert "McNemar" in proc.stdout and report.is_file()
+    lonely = run_cli("compare", onnx, "--no-baseline")
+    assert lonely.returncode == 2 and "at least two variants" in lonely.stderr
