@@ -35,6 +35,7 @@ from nas.errors import ExportError, RunError, UnknownTrialError
 from nas.formats import Format, Runner, default_precision, get_format, load, run_batches, write
 from nas.onnx_io import INPUT_NAME, OUTPUT_NAME, file_sha256
 from nas.progress import PhaseProgress, quiet
+from nas.report import COMPRESSION_COLUMNS
 from nas.run import Run
 from search_spaces import get_space
 
@@ -562,17 +563,7 @@ def model_card(
         "flops": a["flops"],
         "compression": {
             key: a[key]
-            for key in (
-                "compression",
-                "prune_ratio",
-                "precision",
-                "accuracy_trained",
-                "accuracy_pruned",
-                "accuracy_finetuned",
-                "latency_parent_ms",
-                "speedup_vs_parent",
-                "slower_than_parent",
-            )
+            for key in ("compression", "prune_ratio", "precision", *COMPRESSION_COLUMNS)
             if key in a
         }
         or None,

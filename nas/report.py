@@ -16,6 +16,15 @@ if TYPE_CHECKING:
     import optuna
     import plotly.graph_objects as go
 
+# What a compressed trial records beside its objectives (trials.csv, model cards).
+COMPRESSION_COLUMNS = (
+    "accuracy_trained",
+    "accuracy_pruned",
+    "accuracy_finetuned",
+    "latency_parent_ms",
+    "speedup_vs_parent",
+    "slower_than_parent",
+)
 TRIAL_COLUMNS = [
     "number",
     "state",
@@ -33,12 +42,7 @@ TRIAL_COLUMNS = [
     "latency_measured_ms",
     "params",
     "flops",
-    "accuracy_trained",
-    "accuracy_pruned",
-    "accuracy_finetuned",
-    "latency_parent_ms",
-    "speedup_vs_parent",
-    "slower_than_parent",
+    *COMPRESSION_COLUMNS,
     "params_parent",
     "duration_s",
     "device",
@@ -186,11 +190,9 @@ def pareto_figure(trials: pd.DataFrame, title: str) -> go.Figure:
     _compression_traces(fig, done)
     checked = front[front["latency_source"] == "predicted"].dropna(subset=["latency_measured_ms"])
     if len(checked):
-        xs: list[float | None] = []
-        ys: list[float | None] = []
-        for r in checked.itertuples():
-            xs += [float(r.latency_p50_ms), float(r.latency_measured_ms), None]  # type: ignore[arg-type]
-            ys += [float(r.accuracy), float(r.accuracy), None]  # type: ignore[arg-type]
+        xs, ys = _segments(
+            checked, ("latency_p50_ms", "accuracy"), ("latency_measured_ms", "accuracy")
+        )
         fig.add_trace(
             go.Scatter(
                 x=xs,
@@ -226,6 +228,18 @@ def pareto_figure(trials: pd.DataFrame, title: str) -> go.Figure:
     return fig
 
 
+def _segments(
+    df: pd.DataFrame, start: tuple[str, str], end: tuple[str, str]
+) -> tuple[list[float | None], list[float | None]]:
+    """x and y of one line segment per row, from columns `start` to `end`, None-separated."""
+    xs: list[float | None] = []
+    ys: list[float | None] = []
+    for r in df.to_dict("records"):
+        xs += [float(r[start[0]]), float(r[end[0]]), None]
+        ys += [float(r[start[1]]), float(r[end[1]]), None]
+    return xs, ys
+
+
 def _compression_label(r: Any) -> str:
     if not r.precision:
         return "uncompressed"
@@ -241,11 +255,9 @@ def _compression_traces(fig: go.Figure, done: pd.DataFrame) -> None:
     compressed = compressed.dropna(subset=["latency_parent_ms", "accuracy_trained"])
     if compressed.empty:
         return
-    xs: list[float | None] = []
-    ys: list[float | None] = []
-    for r in compressed.itertuples():
-        xs += [float(r.latency_parent_ms), float(r.latency_p50_ms), None]  # type: ignore[arg-type]
-        ys += [float(r.accuracy_trained), float(r.accuracy), None]  # type: ignore[arg-type]
+    xs, ys = _segments(
+        compressed, ("latency_parent_ms", "accuracy_trained"), ("latency_p50_ms", "accuracy")
+    )
     fig.add_trace(
         go.Scatter(
             x=xs,
