@@ -221,6 +221,12 @@ def export_trial(
         precision = own if own in spec.precisions else default_precision(spec)
     spec.check(precision)
     out = Path(out)
+    root, target = run.root.resolve(), out.resolve()
+    if target == root or root in target.parents or target in root.parents:
+        raise ExportError(
+            f"--out {out} overlaps the run directory {run.root}; export to a folder outside it, "
+            "e.g. exports/NAME"
+        )
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise ExportError(f"{out} exists and is not empty; pass --force to replace it")
     data_info = study.user_attrs.get("data")

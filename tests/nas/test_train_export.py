@@ -195,9 +195,13 @@ def test_export_refusals_are_one_line(good_run, tmp_path):
         (["--format", "openvino", "--precision", "fp16"], "format openvino has no precision fp16"),
         (["--weights", "trained", "--trial", "1"], "trial 1 has no full-fidelity weights"),
         (["--min-agreement", "1.5"], "--min-agreement 1.5"),
+        (["--out", good_run / "trials", "--force"], "overlaps the run directory"),
+        (["--out", good_run.parent, "--force"], "overlaps the run directory"),
     ]
     for extra, message in cases:
-        args = ["export", good_run, "--out", tmp_path / "x", *extra]
+        args = ["export", good_run, *extra]
+        if "--out" not in extra:
+            args += ["--out", tmp_path / "x"]
         if "--trial" not in extra:
             args += ["--trial", "1"]
         proc = run_cli(*args)
