@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from nas import api
-from nas.errors import SearchError
+from nas.errors import RunError, SearchError
 from nas.evaluate import Evaluator
 from tests.conftest import REPO, SMALL_CONFIG, deep_update
 
@@ -49,6 +49,9 @@ def test_failed_trials_are_recorded_and_the_search_goes_on(
     assert (failed["candidate"].str.startswith("w0.5_")).all()
     assert (done["failure_reason"] == "").all()
     assert "injected crash" in (result.run.root / "search.log").read_text()
+    with pytest.raises(RunError, match=r"trial \d+ is FAIL: RuntimeError: injected crash"):
+        api.export(result.run.root, trial=int(failed["number"].iloc[0]), out=tmp_path / "x")
+    assert not (tmp_path / "x").exists()
 
 
 def test_every_trial_failing_is_an_error(write_config, tmp_path: Path, monkeypatch) -> None:

@@ -257,3 +257,30 @@ def test_compare_tests_latency_and_accuracy_of_paired_variants(two_exports, tmp_
     assert "McNemar" in proc.stdout and report.is_file()
     lonely = run_cli("compare", onnx, "--no-baseline")
     assert lonely.returncode == 2 and "at least two variants" in lonely.stderr
+
+
+def test_tensorrt_engine_export_where_a_gpu_is_present(good_run, tmp_path):
+    from latency_predictors.backends.tensorrt import gpu_unavailable_reason
+
+    reason = gpu_unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    out = tmp_path / "trt"
+    proc = run_cli(
+        "export",
+        good_run,
+        "--trial",
+        "1",
+        "--out",
+        out,
+        "--format",
+        "tensorrt",
+        "--precision",
+        "fp16",
+        "--weights",
+        "search",
+    )
+    assert proc.returncode == 0, proc.stderr
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["format"]["runtime"] == "tensorrt" and (out / "model.engine").is_file()
+    assert card["files"]["model_proxy.engine"]["parity"]["passed"]
