@@ -439,6 +439,8 @@ def card_markdown(card: dict[str, Any]) -> str:
         )
         + ".",
         "",
+        f"Dataset: {card['config']['data']['dataset']}; validation: {card['accuracy']['split']}.",
+        "",
         "## Measured on the exported files",
         "",
         f"- Accuracy: **{acc['value']:.4f}** top-1 ({acc['how']}).",
@@ -459,7 +461,17 @@ def card_markdown(card: dict[str, Any]) -> str:
             f"| {b['batch_size']} | {b['p50_ms']:.3f} | {b['images_per_s']:.0f} |"
             for b in sweep["batches"]
         ]
-    lines += ["", "## Files", "", "| file | input | bytes | parity |", "|---|---|---:|---|"]
+    lines += [
+        "",
+        "## Files",
+        "",
+        "Parity is on validation images against torch. Top-1 agreement is enforced on the "
+        "proxy-shape file only: the deployment-shape file sees resized images (and may have a "
+        "fresh classifier), so its agreement is reported.",
+        "",
+        "| file | input | bytes | parity |",
+        "|---|---|---:|---|",
+    ]
     for name, info in card["files"].items():
         p = info["parity"]
         verdict = (
