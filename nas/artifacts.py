@@ -29,6 +29,7 @@ from torch import nn
 
 from latency_predictors.backends import LatencyBackend, LatencyResult
 from latency_predictors.cache import LatencyCache
+from latency_predictors.measure import deployment_shape
 from nas.compression import Compression, PruningHistory, channel_signature, prune, replay
 from nas.config import CompressionConfig, DeploymentConfig
 from nas.data import ProxySplits
@@ -95,10 +96,6 @@ class Compressor:
     ) -> None:
         self.config, self.space, self.deployment = config, space, deployment
         self.backends, self.calibration, self.cache = backends, calibration, cache
-
-    def deployment_shape(self, candidate: Any) -> tuple[int, int, int, int]:
-        d, side = self.deployment, self.space.resolution(candidate)
-        return d.batch_size, d.channels, side, side
 
     def prune_and_finetune(
         self,
@@ -226,7 +223,7 @@ class Compressor:
         from nas.export import transfer_weights
 
         deploy = self.space.build(candidate, self.deployment.num_classes, self.deployment.channels)
-        shape = self.deployment_shape(candidate)
+        shape = deployment_shape(self.space, candidate, self.deployment)
         if history:
             replay(deploy, torch.zeros((1, *shape[1:])), history)
         transfer_weights(model, deploy)

@@ -93,13 +93,10 @@ def baseline(shape: tuple[int, ...], folder: Path) -> Variant:
 
 def _validation(card: dict[str, Any]) -> tuple[torch.Tensor, np.ndarray, Any]:
     from nas.config import parse_config
-    from nas.data import load_dataset, make_splits
+    from nas.full_training import splits_for
 
     config = parse_config(card["config"], source="model card")
-    data = config.data
-    if "train_images" in card["training"]:
-        data = data.model_copy(update={"train_size": card["training"]["train_images"]})
-    splits = make_splits(load_dataset(config.data), data, config.seed)
+    splits = splits_for(config, card["training"].get("train_images"))
     return splits.val_x, splits.val_y.numpy(), splits
 
 

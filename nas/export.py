@@ -205,7 +205,7 @@ def export_trial(
         min_agreement: Least top-1 agreement with torch a quantized format must reach.
         progress: Receives (phase, step, steps).
     """
-    from nas.full_training import trained_dir, trained_info, trial_network
+    from nas.full_training import splits_for, trained_dir, trained_info, trial_network
 
     if (number is None) == (candidate is None):
         raise UnknownTrialError("give exactly one of a trial number or a candidate string")
@@ -262,16 +262,12 @@ def export_trial(
     notes = transfer_weights(proxy, deploy)
     deploy.eval()
 
-    from nas.data import load_dataset, make_splits
     from nas.quantization import load_calibration, shaped
 
-    data_cfg = config.data
-    if use_full and full is not None:
-        data_cfg = data_cfg.model_copy(update={"train_size": full["train_images"]})
-    splits = make_splits(load_dataset(config.data), data_cfg, config.seed)
+    splits = splits_for(config, full["train_images"] if use_full and full else None)
     data = splits.resized(proxy_size)
     calibration = load_calibration(config.compression.quantization, splits)
-    quantized = spec.quantized or precision in ("fp16", "bf16", "int8")
+    quantized = precision != "fp32"
     models = {
         # Whether top-1 on validation images means anything for the file: only at the shape
         # the network was trained at (the deployment file sees resized images, and its
@@ -328,7 +324,15 @@ def export_trial(
                 )
         card = model_card(run, config, trial, data_info, files, notes)
         card.update(
-            _export_details(spec, precision, dynamic_batch, measured, full, splits, threads)
+            _export_details(
+                spec,
+                precision,
+                dynamic_batch,
+                measured,
+                full if use_full else None,
+                splits,
+                threads,
+            )
         )
         (tmp / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
         (tmp / "MODEL_CARD.md").write_text(card_markdown(card))

@@ -66,10 +66,6 @@ class Format:
             if reason:
                 raise ExportError(f"format tensorrt cannot be built here: {reason}")
 
-    @property
-    def quantized(self) -> bool:
-        return self.name in ("onnx-fp16", "onnx-int8")
-
 
 FORMATS: dict[str, Format] = {
     f.name: f
@@ -182,7 +178,9 @@ def load(
         hint = "bf16" if precision == "bf16" else "fp32"
         return OpenVinoBackend(threads=threads, precision=hint).runner(path, shape)
     if fmt.runtime == "tensorrt":
-        return _tensorrt_runner(path, shape)
+        from latency_predictors.backends.tensorrt import engine_runner, load_engine
+
+        return engine_runner(load_engine(path), shape)
     torch.set_num_threads(threads)
     module: Any = (
         torch.jit.load(str(path))
@@ -194,31 +192,6 @@ def load(
         with torch.no_grad():
             return np.asarray(module(torch.from_numpy(x)).numpy())
 
-    return run
-
-
-def _tensorrt_runner(path: Path, shape: tuple[int, ...]) -> Runner:
-    import tensorrt as trt
-
-    logger = trt.Logger(trt.Logger.ERROR)
-    engine = trt.Runtime(logger).deserialize_cuda_engine(path.read_bytes())
-    context = engine.create_execution_context()
-    buffers: list[torch.Tensor] = []
-    for i in range(engine.num_io_tensors):
-        name = engine.get_tensor_name(i)
-        if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
-            context.set_input_shape(name, shape)
-        buffers.append(torch.empty(tuple(context.get_tensor_shape(name)), device="cuda"))
-        context.set_tensor_address(name, buffers[-1].data_ptr())
-
-    def run(x: np.ndarray) -> np.ndarray:
-        buffers[0].copy_(torch.from_numpy(x))
-        stream = torch.cuda.current_stream()
-        context.execute_async_v3(stream.cuda_stream)
-        stream.synchronize()
-        return np.asarray(buffers[-1].cpu().numpy())
-
-    run.engine = engine  # type: ignore[attr-defined]  # keeps the engine alive
     return run
 
 

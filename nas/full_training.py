@@ -38,6 +38,15 @@ def trained_info(run: Run, number: int) -> dict[str, Any] | None:
     return json.loads(path.read_text("utf-8")) if path.is_file() else None
 
 
+def splits_for(config: Any, train_images: int | None = None) -> Any:
+    """The run's splits, with `train_images` training images (default: the search's); the
+    validation split is the search's whatever the training size."""
+    data = config.data
+    if train_images is not None:
+        data = data.model_copy(update={"train_size": train_images})
+    return make_splits(load_dataset(config.data), data, config.seed)
+
+
 def trial_network(run: Run, trial: Any, data_info: dict[str, Any]) -> torch.nn.Module:
     """The trial's proxy-shape network with its pruned channels, weights not loaded."""
     config = run.config()
@@ -107,8 +116,9 @@ def train_trial(
     folder.mkdir(parents=True, exist_ok=True)
     write_atomic(state, json.dumps(identity))
 
-    data_cfg = config.data.model_copy(update={"train_size": n_train})
-    splits = make_splits(dataset, data_cfg, config.seed)
+    splits = make_splits(
+        dataset, config.data.model_copy(update={"train_size": n_train}), config.seed
+    )
     size = int(trial.user_attrs["proxy_input_size"])
     data = splits.resized(size)
     model = trial_network(run, trial, data_info)

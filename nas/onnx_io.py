@@ -1,4 +1,4 @@
-"""torch -> ONNX export and ONNX Runtime inference helpers."""
+"""torch -> ONNX export and file hashing."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import hashlib
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -52,14 +51,3 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def run_onnx(path: Path, x: np.ndarray, *, threads: int = 1) -> np.ndarray:
-    """Outputs of the ONNX model at `path` on `x`, from an ONNX Runtime CPU session."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-    return np.asarray(sess.run(None, {sess.get_inputs()[0].name: x.astype(np.float32)})[0])

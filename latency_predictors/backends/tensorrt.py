@@ -116,41 +116,14 @@ class TensorRtBackend:
             raise RuntimeError(f"TensorRT could not build an engine for {onnx_path}")
         return trt.Runtime(self._logger).deserialize_cuda_engine(serialized)
 
-    def _bind(self, onnx_path: Path, input_shape: tuple[int, ...]) -> tuple[Any, Any, Any, Any]:
-        """Engine context with CUDA buffers bound: (context, engine, input, output)."""
-        torch = self._torch
-        engine = self.build_engine(onnx_path, input_shape)
-        context = engine.create_execution_context()
-        inputs: list[Any] = []
-        outputs: list[Any] = []
-        for i in range(engine.num_io_tensors):
-            name = engine.get_tensor_name(i)
-            is_input = engine.get_tensor_mode(name) == self._trt.TensorIOMode.INPUT
-            if is_input:
-                context.set_input_shape(name, input_shape)
-            tensor = torch.randn(tuple(context.get_tensor_shape(name)), device="cuda")
-            context.set_tensor_address(name, tensor.data_ptr())
-            (inputs if is_input else outputs).append(tensor)
-        return context, engine, inputs[0], outputs[0]
-
     def runner(self, onnx_path: Path, input_shape: tuple[int, ...]) -> Runner:
-        torch = self._torch
-        context, engine, x_gpu, y_gpu = self._bind(onnx_path, input_shape)
-
-        def run(x: np.ndarray) -> np.ndarray:
-            x_gpu.copy_(torch.from_numpy(x))
-            stream = torch.cuda.current_stream()
-            context.execute_async_v3(stream.cuda_stream)
-            stream.synchronize()
-            return np.asarray(y_gpu.cpu().numpy())
-
-        run.engine = engine  # type: ignore[attr-defined]  # keeps the engine alive
-        return run
+        return engine_runner(self.build_engine(onnx_path, input_shape), input_shape)
 
     def measure(self, onnx_path: Path, input_shape: tuple[int, ...]) -> LatencyResult:
         torch = self._torch
         try:
-            context, *_buffers = self._bind(onnx_path, input_shape)
+            engine = self.build_engine(onnx_path, input_shape)
+            context, *_buffers = bind(engine, input_shape)
             stream = torch.cuda.Stream()
             times = np.empty(self.repeats, dtype=np.float64)
             with torch.cuda.stream(stream):
@@ -168,3 +141,46 @@ class TensorRtBackend:
         except Exception as e:  # tensorrt and CUDA raise their own exception types
             return LatencyResult.failed(self._device, f"{type(e).__name__}: {e}", self.warmup)
         return summarize(times, self._device, self.warmup)
+
+
+def load_engine(path: Path) -> Any:
+    """A serialized engine read back from `path`."""
+    import tensorrt as trt
+
+    return trt.Runtime(trt.Logger(trt.Logger.ERROR)).deserialize_cuda_engine(path.read_bytes())
+
+
+def bind(engine: Any, input_shape: tuple[int, ...]) -> tuple[Any, Any, Any]:
+    """An execution context with CUDA buffers bound: (context, input tensor, output tensor)."""
+    import tensorrt as trt
+    import torch
+
+    context = engine.create_execution_context()
+    inputs: list[Any] = []
+    outputs: list[Any] = []
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+        if is_input:
+            context.set_input_shape(name, input_shape)
+        tensor = torch.randn(tuple(context.get_tensor_shape(name)), device="cuda")
+        context.set_tensor_address(name, tensor.data_ptr())
+        (inputs if is_input else outputs).append(tensor)
+    return context, inputs[0], outputs[0]
+
+
+def engine_runner(engine: Any, input_shape: tuple[int, ...]) -> Runner:
+    """A function running `engine` on host batches of `input_shape`."""
+    import torch
+
+    context, x_gpu, y_gpu = bind(engine, input_shape)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        x_gpu.copy_(torch.from_numpy(x))
+        stream = torch.cuda.current_stream()
+        context.execute_async_v3(stream.cuda_stream)
+        stream.synchronize()
+        return np.asarray(y_gpu.cpu().numpy())
+
+    run.engine = engine  # type: ignore[attr-defined]  # keeps the engine alive
+    return run
