@@ -96,6 +96,12 @@ def test_train_uses_all_the_data_and_export_picks_it_up(good_run, tmp_path):
     )
     assert example.returncode == 0, example.stderr
     assert example.stdout.strip() in card["inputs"]["classes"]
+    searched = run_cli(
+        "export", good_run, "--trial", "0", "--out", tmp_path / "s", "--weights", "search"
+    )
+    assert searched.returncode == 0, searched.stderr
+    card = json.loads((tmp_path / "s" / "model_card.json").read_text())
+    assert card["training"]["fidelity"] == "proxy (the search's weights)"
     bad_size = run_cli("train", good_run, "--trial", "0", "--train-size", "5000")
     assert bad_size.returncode == 2 and "allowed 1..1497" in bad_size.stderr
 
