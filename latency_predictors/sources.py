@@ -12,6 +12,7 @@ import json
 import math
 from dataclasses import replace
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from torch import nn
@@ -210,7 +211,14 @@ def lookup_predictor(config: RunConfig, space: Any) -> tuple[LookupTablePredicto
     return predictor.fit_calibration(), table
 
 
-def latency_source(config: RunConfig, space: Any, runs_dir: Path) -> LatencySource:
+# (run config, device name or None for the config's) -> a measurement backend. Measuring on
+# another machine (a Ray node that carries the device) is a different factory.
+BackendFactory = Callable[[RunConfig, str | None], LatencyBackend]
+
+
+def latency_source(
+    config: RunConfig, space: Any, runs_dir: Path, backend: BackendFactory = config_backend
+) -> LatencySource:
     """The latency source a run config describes; errors before any work if it cannot be had."""
     lat = config.latency
     measured: MeasuredLatency | None = None
@@ -218,9 +226,8 @@ def latency_source(config: RunConfig, space: Any, runs_dir: Path) -> LatencySour
         # With compression the device names the runtime; the search's reference (and early
         # stopping's latency) is the fp32 parent on it.
         parent = precision_device(lat.device, "fp32") if config.compression.enabled else None
-        backend = config_backend(config, parent)
         cache = latency_cache(runs_dir)
-        measured = MeasuredLatency(space, backend, config.deployment, cache)
+        measured = MeasuredLatency(space, backend(config, parent), config.deployment, cache)
         if lat.mode == "measured":
             return measured
     if lat.predictor == "lut":
@@ -259,14 +266,16 @@ def latency_source(config: RunConfig, space: Any, runs_dir: Path) -> LatencySour
     return HybridLatency(predicted, measured, lat.hybrid_max_uncertainty)
 
 
-def precision_backends(config: RunConfig) -> dict[str, LatencyBackend]:
+def precision_backends(
+    config: RunConfig, backend: BackendFactory = config_backend
+) -> dict[str, LatencyBackend]:
     """One measurement backend per precision of a compression search, on the device's runtime.
 
     Raises:
         LatencyError: a precision the runtime cannot run (or this machine cannot measure).
     """
     return {
-        p: config_backend(config, precision_device(config.latency.device, p))
+        p: backend(config, precision_device(config.latency.device, p))
         for p in config.compression.quantization.precisions
     }
 

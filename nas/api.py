@@ -38,17 +38,114 @@ def resolve_config(
     name: str | None = None,
     n_trials: int | None = None,
     timeout: float | None = None,
+    storage: str | None = None,
 ) -> RunConfig:
-    return load_config(config_path).with_overrides(name=name, n_trials=n_trials, timeout=timeout)
+    return load_config(config_path).with_overrides(
+        name=name, n_trials=n_trials, timeout=timeout, storage=storage
+    )
 
 
-def _file_logging(run: Run) -> logging.Handler:
+def file_logging(run: Run) -> logging.Handler:
     handler = logging.FileHandler(run.log_path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger = logging.getLogger("nas")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     return handler
+
+
+@dataclass
+class Prepared:
+    """Everything a search needs before the first trial, each part checked."""
+
+    config: RunConfig
+    space: Any
+    dataset: Any
+    splits: Any
+    latency: Any
+    compressor: Any
+
+
+def prepare(config: RunConfig, runs_dir: Path, *, backend: Any = None) -> Prepared:
+    """Check and load the space, dataset, latency source and compressor of `config`.
+
+    Args:
+        config: The run's config.
+        runs_dir: Where runs (and the latency cache and fitted predictors) live.
+        backend: Measurement backend factory instead of this machine's runtimes (the Ray
+            backend measures on the nodes that carry the device).
+    """
+    from latency_predictors.devices import config_backend
+    from latency_predictors.sources import latency_source
+    from nas.data import load_dataset, make_splits
+    from nas.distillation import check_teacher
+    from search_spaces import get_space
+
+    space = get_space(config.space.name, config.space)
+    dataset = load_dataset(config.data)
+    splits = make_splits(dataset, config.data, config.seed)
+    backend = backend or config_backend
+    latency = latency_source(config, space, runs_dir, backend)
+    compressor = _compressor(config, space, splits, runs_dir, backend)
+    check_teacher(config.compression.distillation, space, splits)
+    return Prepared(config, space, dataset, splits, latency, compressor)
+
+
+def evaluator(prepared: Prepared, root: Path) -> Any:
+    """The evaluation function of a search whose run (or teacher cache) is at `root`."""
+    from nas.distillation import Teacher
+    from nas.evaluate import Evaluator
+
+    config = prepared.config
+    return Evaluator(
+        space=prepared.space,
+        data=prepared.splits,
+        training=config.training,
+        deployment=config.deployment,
+        latency=prepared.latency,
+        seed=config.seed,
+        compressor=prepared.compressor,
+        teacher=Teacher(
+            config.compression.distillation,
+            prepared.space,
+            prepared.splits,
+            config.training,
+            root,
+            seed=config.seed,
+        )
+        if config.compression.distillation.enabled
+        else None,
+        finetune_lr_scale=config.compression.pruning.finetune_lr_scale,
+    )
+
+
+def describe_study(study: Any, prepared: Prepared) -> None:
+    """Store what the run's trials were scored on, for export and reports."""
+    config, dataset, splits = prepared.config, prepared.dataset, prepared.splits
+    study.set_user_attr(
+        "data",
+        {
+            "dataset": dataset.name,
+            "classes": list(dataset.classes),
+            "num_classes": dataset.num_classes,
+            "channels": dataset.channels,
+            "image_size": dataset.image_size,
+            "train_size": config.data.train_size,
+            "val_size": config.data.val_size,
+            "mean": list(splits.mean),
+            "std": list(splits.std),
+        },
+    )
+    study.set_user_attr("latency", prepared.latency.description)
+
+
+def _hint(command: list[str], runs_dir: Path, n_trials: int | None) -> str:
+    parts = list(command)
+    if n_trials is not None:
+        parts += ["--trials", str(n_trials)]
+    if runs_dir != DEFAULT_RUNS_DIR:
+        parts += ["--runs-dir", str(runs_dir)]
+    return shlex.join(parts)
 
 
 def search(
@@ -59,84 +156,94 @@ def search(
     timeout: float | None = None,
     runs_dir: str | Path = DEFAULT_RUNS_DIR,
     reporter: Any = None,
+    backend: str = "local",
+    address: str | None = None,
+    storage: str | None = None,
 ) -> SearchResult:
-    """Run (or resume) the search that `config_path` describes; see `nas search --help`."""
+    """Run (or resume) the search that `config_path` describes; see `nas search --help`.
+
+    With `backend="ray"` the trials run on a Ray cluster (`address`, or a local instance);
+    with a shared storage in the config, this process works on the study beside any
+    `nas worker` processes.
+    """
+    if backend not in ("local", "ray"):
+        raise RunError(f"backend {backend!r} unknown; choose local or ray")
+    if address is not None and backend != "ray":
+        raise RunError("--address names a Ray cluster; add --backend ray")
+    config = resolve_config(
+        config_path, name=name, n_trials=n_trials, timeout=timeout, storage=storage
+    )
+    runs_dir = Path(runs_dir)
+    command = ["nas", "search", str(config_path), "--name", config.name]
+    if backend == "ray":
+        command += ["--backend", "ray"] + (["--address", address] if address else [])
+    if storage is not None:
+        command += ["--storage", storage]
+    hint = _hint(command, runs_dir, n_trials)
+    if backend == "ray":
+        from nas.ray_backend import ray_search
+
+        return ray_search(config, runs_dir, address=address, hint=hint, reporter=reporter)
+    from nas.storage import check_storage
+
+    prepared = prepare(config, runs_dir)
+    run = Run.check(runs_dir, config)
+    check_storage(config.cluster)
+    return _search_in(run, prepared, hint, reporter, shared=config.cluster.storage is not None)
+
+
+def worker(
+    run_dir: str | Path,
+    *,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    reporter: Any = None,
+) -> SearchResult:
+    """Work on an existing run's study beside other workers; see `nas worker --help`."""
+    run = Run.open(run_dir)
+    config = run.config().with_overrides(n_trials=n_trials, timeout=timeout)
+    prepared = prepare(config, run.root.parent)
+    hint = _hint(["nas", "worker", str(run_dir)], DEFAULT_RUNS_DIR, n_trials)
+    return _search_in(run, prepared, hint, reporter, shared=True, write_config=False)
+
+
+def _search_in(
+    run: Run,
+    prepared: Prepared,
+    hint: str,
+    reporter: Any,
+    *,
+    shared: bool,
+    write_config: bool = True,
+) -> SearchResult:
     import optuna
     import torch
 
-    from latency_predictors.sources import HybridLatency, latency_source
-    from nas.data import load_dataset, make_splits
-    from nas.distillation import Teacher, check_teacher
-    from nas.evaluate import Evaluator
+    from latency_predictors.sources import HybridLatency
     from nas.report import front_frame, trials_frame
     from nas.search import SearchLoop
-    from search_spaces import get_space
 
-    config = resolve_config(config_path, name=name, n_trials=n_trials, timeout=timeout)
-    runs_dir = Path(runs_dir)
-    space = get_space(config.space.name, config.space)
-    dataset = load_dataset(config.data)
-    splits = make_splits(dataset, config.data, config.seed)
-    latency = latency_source(config, space, runs_dir)
-    compressor = _compressor(config, space, splits, runs_dir)
-    check_teacher(config.compression.distillation, space, splits)
-    run = Run.check(runs_dir, config)
-
-    parts = ["nas", "search", str(config_path), "--name", config.name]
-    if n_trials is not None:
-        parts += ["--trials", str(n_trials)]
-    if runs_dir != DEFAULT_RUNS_DIR:
-        parts += ["--runs-dir", str(runs_dir)]
-    hint = shlex.join(parts)
-
+    config = prepared.config
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if config.training.threads is not None:
         torch.set_num_threads(config.training.threads)
-    with run.lock():
-        write_atomic(run.config_path, config.to_yaml())
-        handler = _file_logging(run)
+    with run.lock(shared=shared):
+        if write_config:
+            write_atomic(run.config_path, config.to_yaml())
+        handler = file_logging(run)
         try:
-            evaluator = Evaluator(
-                space=space,
-                data=splits,
-                training=config.training,
-                deployment=config.deployment,
-                latency=latency,
-                seed=config.seed,
-                compressor=compressor,
-                teacher=Teacher(
-                    config.compression.distillation,
-                    space,
-                    splits,
-                    config.training,
-                    run.root,
-                    seed=config.seed,
-                )
-                if config.compression.distillation.enabled
-                else None,
-                finetune_lr_scale=config.compression.pruning.finetune_lr_scale,
-            )
             loop = SearchLoop(
-                run=run, config=config, evaluator=evaluator, reporter=reporter, resume_hint=hint
+                run=run,
+                config=config,
+                evaluator=evaluator(prepared, run.root),
+                reporter=reporter,
+                resume_hint=hint,
+                shared=shared,
             )
-            loop.study.set_user_attr(
-                "data",
-                {
-                    "dataset": dataset.name,
-                    "classes": list(dataset.classes),
-                    "num_classes": dataset.num_classes,
-                    "channels": dataset.channels,
-                    "image_size": dataset.image_size,
-                    "train_size": config.data.train_size,
-                    "val_size": config.data.val_size,
-                    "mean": list(splits.mean),
-                    "std": list(splits.std),
-                },
-            )
-            loop.study.set_user_attr("latency", latency.description)
+            describe_study(loop.study, prepared)
             summary = loop.run_trials(config.search.n_trials, config.search.timeout)
-            if isinstance(latency, HybridLatency):
-                _remeasure_front(loop.study, space, latency, run, reporter)
+            if isinstance(prepared.latency, HybridLatency):
+                remeasure_front(loop.study, prepared.space, prepared.latency, run, reporter)
             front = front_frame(trials_frame(loop.study))
         finally:
             logging.getLogger("nas").removeHandler(handler)
@@ -146,7 +253,7 @@ def search(
     )
 
 
-def _compressor(config: RunConfig, space: Any, splits: Any, runs_dir: Path) -> Any:
+def _compressor(config: RunConfig, space: Any, splits: Any, runs_dir: Path, backend: Any) -> Any:
     """The compressor a config asks for, or None; checks runtimes and calibration data first."""
     from latency_predictors.sources import latency_cache, precision_backends
     from nas.artifacts import Compressor
@@ -158,13 +265,13 @@ def _compressor(config: RunConfig, space: Any, splits: Any, runs_dir: Path) -> A
         config=config.compression,
         space=space,
         deployment=config.deployment,
-        backends=precision_backends(config),
+        backends=precision_backends(config, backend),
         calibration=load_calibration(config.compression.quantization, splits),
         cache=latency_cache(runs_dir),
     )
 
 
-def _remeasure_front(study: Any, space: Any, latency: Any, run: Run, reporter: Any) -> None:
+def remeasure_front(study: Any, space: Any, latency: Any, run: Run, reporter: Any) -> None:
     """Measure every front member whose latency was predicted; store it beside the prediction."""
     from nas.report import front_frame, trials_frame, write_plot, write_tables
 

@@ -95,6 +95,11 @@ def _print_front(front: Any, fmt: TableFormat) -> None:
         out.print(f"trial {r.number}: {r.candidate}", soft_wrap=True, highlight=False)
 
 
+class Backend(StrEnum):
+    local = "local"
+    ray = "ray"
+
+
 @app.command()
 @user_errors
 def search(
@@ -107,6 +112,23 @@ def search(
         float | None, typer.Option(help="Seconds after which no new trial starts")
     ] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where runs are written")] = Path("runs"),
+    backend: Annotated[
+        Backend, typer.Option(help="local: trials in this process; ray: on a Ray cluster")
+    ] = Backend.local,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="Ray cluster to join (HOST:PORT of `ray start --head`); default: "
+            "start a local Ray instance"
+        ),
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            help="Optuna storage shared with `nas worker` processes, e.g. "
+            "postgresql://USER@HOST:PORT/DB (overrides cluster.storage)"
+        ),
+    ] = None,
 ) -> None:
     """Run a search, or resume it: the same command continues where it stopped."""
     from nas import api
@@ -119,7 +141,43 @@ def search(
         timeout=timeout,
         runs_dir=runs_dir,
         reporter=RichReporter(err),
+        backend=backend.value,
+        address=address,
+        storage=storage,
     )
+    _print_summary(result)
+
+
+@app.command()
+@user_errors
+def worker(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory, e.g. runs/quickstart")],
+    trials: Annotated[
+        int | None,
+        typer.Option(
+            help="Finished trials the study should reach; default the run's "
+            "search.n_trials (give every worker the same number)"
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Seconds after which this worker starts no new trial")
+    ] = None,
+) -> None:
+    """Work on a run's study beside other workers until it has its number of trials.
+
+    Workers share the study through its storage: the run's study.db on one machine, or the
+    database in the run's cluster.storage (PostgreSQL) across machines. A trial whose worker
+    dies stops sending heartbeats and is run again by another worker.
+    """
+    from nas import api
+    from nas.progress import RichReporter
+
+    _print_summary(
+        api.worker(run_dir, n_trials=trials, timeout=timeout, reporter=RichReporter(err))
+    )
+
+
+def _print_summary(result: Any) -> None:
     _print_front(result.front, TableFormat.table)
     stop = " (stopped by --timeout)" if result.stopped_by_timeout else ""
     out.print(

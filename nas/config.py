@@ -274,6 +274,55 @@ class SearchConfig(_Strict):
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
 
 
+STORAGE_SCHEMES = ("sqlite:///", "postgresql://", "postgresql+psycopg://")
+
+
+class ClusterConfig(_Strict):
+    """Where the study lives when several processes share it, and what each trial may use.
+
+    `storage` is the Optuna RDB URL every worker opens: unset, the run's own ``study.db``
+    (SQLite, one machine); ``postgresql://USER@HOST:PORT/DB`` for workers on many machines.
+    The rest sizes trials on a Ray cluster (`nas search --backend ray`) and sets the heartbeat
+    by which workers notice a peer that died mid-trial.
+    """
+
+    storage: str | None = Field(
+        None, description="Optuna storage URL shared by workers; unset: RUN/study.db"
+    )
+    trial_cpus: float = Field(1.0, gt=0, description="Ray: CPUs one trial reserves")
+    trial_gpus: float = Field(0.0, ge=0, description="Ray: GPUs one trial reserves")
+    trial_memory_gb: float | None = Field(None, gt=0, description="Ray: memory one trial reserves")
+    max_concurrent_trials: int | None = Field(
+        None, ge=1, description="Ray: trials at once; unset: as many as resources allow"
+    )
+    max_retries: int = Field(
+        3, ge=0, description="Ray: restarts of a trial whose worker or node died"
+    )
+    heartbeat_seconds: int = Field(5, ge=1, description="workers: heartbeat period of a trial")
+    grace_seconds: int = Field(
+        20, ge=2, description="workers: a trial silent this long is failed and retried"
+    )
+
+    @field_validator("storage")
+    @classmethod
+    def _known_scheme(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(STORAGE_SCHEMES):
+            raise ValueError(
+                f"storage {url.split('://')[0]!r}:// is not supported; use sqlite:///PATH (one "
+                "machine) or postgresql://USER@HOST:PORT/DB (many machines)"
+            )
+        return url
+
+    @model_validator(mode="after")
+    def _grace_after_heartbeats(self) -> ClusterConfig:
+        if self.grace_seconds <= self.heartbeat_seconds:
+            raise ValueError(
+                f"grace_seconds ({self.grace_seconds}) must exceed heartbeat_seconds "
+                f"({self.heartbeat_seconds})"
+            )
+        return self
+
+
 class RunConfig(_Strict):
     name: str = Field("run", pattern=RUN_NAME_PATTERN)
     seed: int = Field(0, ge=0)
@@ -284,6 +333,7 @@ class RunConfig(_Strict):
     latency: LatencyConfig = Field(default_factory=LatencyConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
     compression: CompressionConfig = Field(default_factory=CompressionConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 
     @model_validator(mode="after")
     def _seeds_in_space(self) -> RunConfig:
@@ -312,9 +362,12 @@ class RunConfig(_Strict):
         name: str | None = None,
         n_trials: int | None = None,
         timeout: float | None = None,
+        storage: str | None = None,
     ) -> RunConfig:
         """A copy with command-line overrides applied and validated like file values."""
         raw = self.model_dump(mode="json")
+        if storage is not None:
+            raw["cluster"]["storage"] = storage
         if name is not None:
             raw["name"] = name
         if n_trials is not None:

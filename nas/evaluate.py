@@ -53,6 +53,7 @@ class Outcome:
     proxy_input_size: int
     epoch_accuracy: list[float] = field(default_factory=list)
     train_seconds: float = 0.0
+    eval_seconds: float = 0.0
     latency_cached: bool = False
     accuracy_trained: float | None = None
     compression: dict[str, Any] = field(default_factory=dict)
@@ -83,6 +84,7 @@ class Outcome:
             "proxy_input_size": self.proxy_input_size,
             "epoch_accuracy": self.epoch_accuracy,
             "train_seconds": self.train_seconds,
+            "eval_seconds": self.eval_seconds,
             "accuracy_trained": self.accuracy_trained,
             **self.compression,
         }
@@ -203,6 +205,7 @@ class Evaluator:
         Raises:
             StoppedEarly: `stop` asked to stop after an epoch before the last.
         """
+        began = time.perf_counter()
         shape = self.deployment_shape(candidate)
         progress("measuring size", 0, 1)
         deploy = self.space.build(candidate, self.deployment.num_classes, self.deployment.channels)
@@ -283,6 +286,7 @@ class Evaluator:
         outcome.train_seconds = time.perf_counter() - start
         if weights_path is not None:
             save_weights(model, weights_path)
+        outcome.eval_seconds = time.perf_counter() - began
         return outcome
 
 

@@ -68,6 +68,8 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     remeasured = study.user_attrs.get("front_measured", {})
     for t in study.get_trials(deepcopy=False):
         a = t.user_attrs
+        if a.get("surplus"):
+            continue  # asked by a worker after others had taken the target's last places
         duration = t.duration.total_seconds() if t.duration is not None else math.nan
         device = a.get("device")
         source = a.get("latency_source", "measured") if "accuracy" in a else ""

@@ -29,7 +29,23 @@ from nas.errors import RunError
 CONFIG_FILE = "config.yaml"
 STUDY_FILE = "study.db"
 # Fields that may change between invocations of one run without changing its meaning.
-RESUMABLE_FIELDS = {("search", "n_trials"), ("search", "timeout")}
+RESUMABLE_FIELDS = {
+    ("search", "n_trials"),
+    ("search", "timeout"),
+    # How trials are placed and watched, not what they compute.
+    *(
+        ("cluster", f)
+        for f in (
+            "trial_cpus",
+            "trial_gpus",
+            "trial_memory_gb",
+            "max_concurrent_trials",
+            "max_retries",
+            "heartbeat_seconds",
+            "grace_seconds",
+        )
+    ),
+}
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
@@ -76,6 +92,11 @@ class Run:
 
     @property
     def storage_url(self) -> str:
+        """The study's Optuna storage: the config's shared one, or this folder's SQLite file."""
+        if self.config_path.is_file():
+            shared = self.config().cluster.storage
+            if shared is not None:
+                return shared
         return f"sqlite:///{self.study_path.resolve()}"
 
     @property
@@ -95,20 +116,23 @@ class Run:
         return self.root / "search.log"
 
     @contextmanager
-    def lock(self) -> Iterator[None]:
-        """Hold the run exclusively; the lock dies with the process, so a crash leaves none.
+    def lock(self, *, shared: bool = False) -> Iterator[None]:
+        """Hold the run; the lock dies with the process, so a crash leaves none.
+
+        Exclusive by default (one `nas search`); `shared=True` lets workers of one study hold
+        it together while keeping an exclusive holder out.
 
         Raises:
-            RunError: another process holds the run.
+            RunError: another process holds the run in a way that excludes this one.
         """
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / ".lock", "a+") as f:
             try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(f, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise RunError(
-                    f"run {self.root} is in use by another `nas search`; wait for it "
-                    "or pick another --name"
+                    f"run {self.root} is in use by another `nas search` or `nas worker`; wait "
+                    "for it or pick another --name"
                 ) from None
             try:
                 yield
@@ -129,6 +153,8 @@ class Run:
         if not root.is_dir():
             raise RunError(f"run directory {root} not found; runs are created by `nas search`")
         missing = [f for f in (CONFIG_FILE, STUDY_FILE) if not (root / f).is_file()]
+        if missing == [STUDY_FILE] and cls(root).config().cluster.storage is not None:
+            missing = []  # the study lives in a shared database
         if missing:
             raise RunError(f"{root} is not a run directory: {', '.join(missing)} missing")
         return cls(root)

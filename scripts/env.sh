@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Make sure this checkout has what it needs, installing only what is missing:
 #   - the proxy dataset, Debian's dataset-fashion-mnist package;
+#   - PostgreSQL (Debian's postgresql package), for studies shared by workers on many machines
+#     and the tests that start a server of their own;
 #   - a virtual environment in .venv with the project and its dev tools installed
 #     (reinstalled when pyproject.toml or this file changes).
 # Sourced by scripts/quickstart and scripts/test.
@@ -9,12 +11,23 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 
+APT_PACKAGES=()
 if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
-  echo "==> installing the proxy dataset (Debian package dataset-fashion-mnist)" >&2
+  APT_PACKAGES+=(dataset-fashion-mnist)
+fi
+if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+  APT_PACKAGES+=(postgresql)
+fi
+# `ip netns`: the cluster tests run their Ray nodes in a network namespace with only loopback.
+if ! command -v ip >/dev/null 2>&1; then
+  APT_PACKAGES+=(iproute2)
+fi
+if [ ${#APT_PACKAGES[@]} -gt 0 ]; then
+  echo "==> installing Debian packages: ${APT_PACKAGES[*]}" >&2
   SUDO=""
   if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${APT_PACKAGES[@]}" >/dev/null
 fi
 
 PYTHON=""
@@ -38,7 +51,7 @@ STAMP="$VENV/.installed-$(cat "$ROOT/pyproject.toml" "$ROOT/scripts/env.sh" | sh
 if [ ! -f "$STAMP" ]; then
   echo "==> installing the project into $VENV (torch takes about 2 minutes)" >&2
   "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -e "$ROOT[dev,openvino]"
+  "$VENV/bin/python" -m pip install -q -e "$ROOT[dev,openvino,cluster]"
   rm -f "$VENV"/.installed-*
   touch "$STAMP"
 fi

@@ -1,0 +1,155 @@
+"""The study's Optuna storage: opening it, checking it answers, and the heartbeat of a trial.
+
+A run's study is an Optuna RDB storage: the run's own SQLite file by default, or a shared
+database (PostgreSQL) that workers on several machines open by URL. Workers record a heartbeat
+for the trial they run; a trial whose heartbeat stops (its worker was killed or its machine
+went away) is failed by whichever worker looks next, marked interrupted, and queued again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.trial import FrozenTrial, TrialState
+
+from nas.config import ClusterConfig
+from nas.errors import RunError
+
+INTERRUPTED = "interrupted"
+CONNECT_TIMEOUT_S = 5
+
+
+def driver_url(url: str) -> str:
+    """SQLAlchemy URL with the driver the project installs (psycopg 3 for PostgreSQL)."""
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+def fail_interrupted(study: optuna.Study, trial: FrozenTrial, reason: str) -> bool:
+    """Fail a RUNNING trial whose process is gone, say why, and queue its candidate again.
+
+    An interrupted trial does not count toward the target; its retry does. Optuna has no public
+    call that annotates a trial another process started, hence the storage. When several
+    workers race to fail the same trial, one wins and only it queues the retry.
+
+    Returns:
+        Whether this call failed the trial.
+    """
+    storage = study._storage
+    try:
+        storage.set_trial_user_attr(trial._trial_id, INTERRUPTED, True)
+        storage.set_trial_user_attr(trial._trial_id, "failure_reason", reason)
+        if not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+            return False
+    except UpdateFinishedTrialError:
+        return False
+    if trial.params:
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+    return True
+
+
+def fail_stale(study: optuna.Study) -> int:
+    """Fail and queue again every trial whose heartbeats stopped; how many this call failed.
+
+    Optuna's own `fail_stale_trials` fails them before a callback could say why, so the stale
+    trials are listed (a private storage call) and failed here.
+    """
+    storage = study._storage
+    if not isinstance(storage, BaseHeartbeat) or storage.get_heartbeat_interval() is None:
+        return 0
+    failed = 0
+    for trial_id in storage._get_stale_trial_ids(study._study_id):
+        trial = storage.get_trial(trial_id)
+        failed += fail_interrupted(
+            study, trial, "interrupted: its worker stopped sending heartbeats; retried"
+        )
+    return failed
+
+
+def open_storage(url: str, cluster: ClusterConfig | None = None) -> optuna.storages.RDBStorage:
+    """The RDB storage at `url`; with `cluster`, heartbeats are on (for workers).
+
+    Raises:
+        RunError: the database cannot be reached within a few seconds, or refuses us.
+    """
+    import sqlalchemy.exc
+
+    engine: dict[str, Any] = {}
+    if url.startswith("postgresql"):
+        engine["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+    heartbeat: dict[str, Any] = {}
+    if cluster is not None:
+        heartbeat = {
+            "heartbeat_interval": cluster.heartbeat_seconds,
+            "grace_period": cluster.grace_seconds,
+        }
+    try:
+        return optuna.storages.RDBStorage(driver_url(url), engine_kwargs=engine, **heartbeat)
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as e:
+        detail = str(getattr(e, "orig", None) or e).strip().splitlines()
+        raise RunError(
+            f"cannot open the study storage {redact(url)}: {detail[0] if detail else e}; "
+            "check that the database server runs and the URL (sqlite:///PATH or "
+            "postgresql://USER@HOST:PORT/DB) is right"
+        ) from None
+
+
+def check_storage(cluster: ClusterConfig) -> None:
+    """Open the config's shared storage once, so a wrong URL fails before anything is written.
+
+    Raises:
+        RunError: see `open_storage`.
+    """
+    if cluster.storage is not None:
+        open_storage(cluster.storage).engine.dispose()
+
+
+@contextmanager
+def heartbeat(
+    storage: optuna.storages.BaseStorage, trial_ids: Callable[[], Iterable[int]] | list[int]
+) -> Iterator[None]:
+    """Record a heartbeat for each trial every heartbeat period while the block runs.
+
+    Args:
+        storage: The study's storage; without heartbeats (a run owned by one process) this
+            does nothing.
+        trial_ids: Storage ids of the trials, or a function that lists them at each beat.
+    """
+    listed = trial_ids if callable(trial_ids) else (lambda: trial_ids)
+    interval = storage.get_heartbeat_interval() if isinstance(storage, BaseHeartbeat) else None
+    if interval is None or not isinstance(storage, BaseHeartbeat):
+        yield
+        return
+    beating: BaseHeartbeat = storage
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            for trial_id in listed():
+                # A missed beat is tried again next period; the grace period covers a few.
+                with contextlib.suppress(Exception):
+                    beating.record_heartbeat(trial_id)
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name="heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
