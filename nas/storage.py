@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -97,8 +98,13 @@ def open_storage(url: str, cluster: ClusterConfig | None = None) -> optuna.stora
             "heartbeat_interval": cluster.heartbeat_seconds,
             "grace_period": cluster.grace_seconds,
         }
+        # Heartbeats are recorded by `heartbeat` below around ask/tell, which Optuna warns
+        # about on every ask because its own loop is `Study.optimize`.
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
     try:
-        return optuna.storages.RDBStorage(driver_url(url), engine_kwargs=engine, **heartbeat)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(driver_url(url), engine_kwargs=engine, **heartbeat)
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as e:
         detail = str(getattr(e, "orig", None) or e).strip().splitlines()
         raise RunError(

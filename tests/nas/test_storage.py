@@ -1,0 +1,100 @@
+"""Study storage for shared runs: URLs, heartbeats, failing stale trials, the cluster config."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from nas.config import ClusterConfig, parse_config
+from nas.errors import ConfigError, RunError
+from nas.run import Run
+from nas.search import is_finished
+from nas.storage import (
+    INTERRUPTED,
+    check_storage,
+    driver_url,
+    fail_interrupted,
+    fail_stale,
+    heartbeat,
+    open_storage,
+    redact,
+)
+from tests.conftest import SMALL_CONFIG, deep_update
+
+
+def test_urls() -> None:
+    assert driver_url("postgresql://u@h:5432/d") == "postgresql+psycopg://u@h:5432/d"
+    assert driver_url("sqlite:////x/study.db") == "sqlite:////x/study.db"
+    assert redact("postgresql://nas:secret@h:5432/d") == "postgresql://nas:***@h:5432/d"
+    assert redact("postgresql://nas@h/d") == "postgresql://nas@h/d"
+
+
+@pytest.mark.parametrize(
+    ("cluster", "message"),
+    [
+        ({"storage": "mysql://x@h/d"}, "use sqlite:///PATH (one machine) or postgresql://"),
+        ({"heartbeat_seconds": 10, "grace_seconds": 10}, "grace_seconds (10) must exceed"),
+        ({"trial_cpus": 0}, "cluster.trial_cpus"),
+        ({"max_concurrent_trials": 0}, "cluster.max_concurrent_trials"),
+    ],
+)
+def test_cluster_config_errors(cluster: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_config(deep_update(SMALL_CONFIG, {"cluster": cluster}), source="test")
+
+
+def test_run_uses_the_shared_storage(tmp_path: Path) -> None:
+    run = Run(tmp_path / "shared")
+    run.root.mkdir()
+    assert run.storage_url == f"sqlite:///{(run.root / 'study.db').resolve()}"
+    url = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    config = deep_update(SMALL_CONFIG, {"cluster": {"storage": url}})
+    run.config_path.write_text(yaml.safe_dump(config))
+    assert run.storage_url == url
+    assert Run.open(run.root) == run  # no study.db in the folder: the study is elsewhere
+
+
+def test_unopenable_storage_is_one_line(tmp_path: Path) -> None:
+    bad = ClusterConfig(storage=f"sqlite:///{tmp_path / 'missing' / 'dir' / 'x.db'}")
+    with pytest.raises(RunError, match="cannot open the study storage sqlite:///") as e:
+        check_storage(bad)
+    assert "\n" not in str(e.value)
+
+
+def _study(tmp_path: Path, cluster: ClusterConfig) -> optuna.Study:
+    storage = open_storage(f"sqlite:///{tmp_path / 'study.db'}", cluster)
+    return optuna.create_study(storage=storage, directions=["maximize", "minimize"])
+
+
+def test_stale_trial_is_failed_once_and_queued_again(tmp_path: Path) -> None:
+    study = _study(tmp_path, ClusterConfig(heartbeat_seconds=1, grace_seconds=2))
+    dists = {"x": optuna.distributions.IntDistribution(0, 9)}
+    alive, dead = study.ask(dists), study.ask(dists)
+    with heartbeat(study._storage, [alive._trial_id]):
+        study._storage.record_heartbeat(dead._trial_id)  # then it goes silent
+        time.sleep(3.5)
+        assert fail_stale(study) == 1
+        assert fail_stale(study) == 0  # a second worker looking finds nothing to do
+    trials = study.get_trials()
+    assert trials[alive.number].state.name == "RUNNING"
+    stale = trials[dead.number]
+    assert stale.state.name == "FAIL" and stale.user_attrs[INTERRUPTED]
+    assert "stopped sending heartbeats" in stale.user_attrs["failure_reason"]
+    assert not is_finished(stale)
+    queued = [t for t in trials if t.state.name == "WAITING"]
+    assert len(queued) == 1 and queued[0].user_attrs["retry_of"] == dead.number
+    assert study.ask(dists).params == stale.params  # the retry runs the same candidate
+
+
+def test_failing_an_already_finished_trial_is_a_no_op(tmp_path: Path) -> None:
+    study = _study(tmp_path, ClusterConfig())
+    trial = study.ask({"x": optuna.distributions.IntDistribution(0, 9)})
+    study.tell(trial, [0.5, 1.0])
+    frozen = study.get_trials()[trial.number]
+    assert not fail_interrupted(study, frozen, "late")
+    assert study.get_trials()[trial.number].state.name == "COMPLETE"
+    assert len(study.get_trials()) == 1  # nothing queued
