@@ -188,7 +188,7 @@ def search(
 
     prepared = prepare(config, runs_dir)
     run = Run.check(runs_dir, config)
-    check_storage(config.cluster)
+    check_storage(config.cluster, run.root)
     return _search_in(run, prepared, hint, reporter, shared=config.cluster.storage is not None)
 
 

@@ -18,6 +18,7 @@ RUNNING in the study; the next `nas search` marks them interrupted and queues th
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -92,7 +93,14 @@ def connect(address: str | None, config: RunConfig) -> None:
             **common,
         )
     else:
-        ray.init(address=address, **common)
+        try:
+            ray.init(address=address, **common)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise RunError(
+                f"cannot join the Ray cluster at {address}: {first}; check that it runs the same "
+                "Ray version and, with token authentication, that this machine has its token"
+            ) from None
 
 
 def check_device(config: RunConfig, address: str | None, space: Any, runs_dir: Path) -> bool:
@@ -148,64 +156,94 @@ def _backend(config_json: str, device: str | None) -> Any:
     return config_backend(RunConfig.model_validate_json(config_json), device)
 
 
-def _device_identity(config_json: str, device: str | None) -> Any:
-    return _backend(config_json, device).device
+class Meter:
+    """Measures models on one node that carries the device; one actor per such node.
+
+    The actor holds the node's ``device:NAME`` resource for the whole search, so measurements
+    on a node run one at a time in a process that stays warm (a task per measurement would
+    start a fresh worker whenever Ray had reaped the idle one).
+    """
+
+    def __init__(self, config_json: str) -> None:
+        self.config_json = config_json
+
+    def identity(self, device: str | None) -> Any:
+        return _backend(self.config_json, device).device
+
+    def measure(
+        self, device: str | None, files: dict[str, bytes], name: str, shape: tuple[int, ...]
+    ) -> tuple[Any, str]:
+        """(latency result, id of this node)."""
+        import ray
+
+        with tempfile.TemporaryDirectory(prefix="nas-measure-") as tmp:
+            for fname, data in files.items():
+                (Path(tmp) / fname).write_bytes(data)
+            result = _backend(self.config_json, device).measure(Path(tmp) / name, shape)
+        return result, ray.get_runtime_context().get_node_id()
 
 
-def _measure(
-    config_json: str,
-    device: str | None,
-    files: dict[str, bytes],
-    name: str,
-    shape: tuple[int, ...],
-) -> tuple[Any, str]:
-    """(latency result, id of the node that measured)."""
+def start_meters(config: RunConfig) -> list[Any]:
+    """A `Meter` on every live node that advertises the config's device."""
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    with tempfile.TemporaryDirectory(prefix="nas-measure-") as tmp:
-        for fname, data in files.items():
-            (Path(tmp) / fname).write_bytes(data)
-        result = _backend(config_json, device).measure(Path(tmp) / name, shape)
-    return result, ray.get_runtime_context().get_node_id()
+    resource = device_resource(config)
+    nodes = [n for n in ray.nodes() if n["Alive"] and n["Resources"].get(resource, 0) >= 1]
+    return [
+        ray.remote(Meter)
+        .options(
+            num_cpus=0,
+            resources={resource: 1},
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False),
+        )
+        .remote(config.model_dump_json())
+        for n in nodes
+    ]
+
+
+def measuring_on(meters: list[Any]) -> Any:
+    """The backend factory that measures on `meters`; None (this machine) when there are none."""
+    return functools.partial(RemoteBackend, meters=meters) if meters else None
 
 
 class RemoteBackend:
-    """A `LatencyBackend` whose measurements run on a node that carries the device.
+    """A `LatencyBackend` whose measurements run on the meters of the device's nodes.
 
     Running a model on real inputs (accuracy of a quantized artifact) stays on the trial's own
-    node, with the same runtime.
+    node, with the same runtime. A meter whose node died is dropped and the next one is asked.
     """
 
-    def __init__(self, config: RunConfig, device: str | None) -> None:
-        import ray
-
-        self._config, self._name = config, device
-        self._json = config.model_dump_json()
-        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-        self._options = {
-            "num_cpus": 0,
-            "resources": {device_resource(config): 1},
-            # Not inside the trial's reservation: the device's node is usually another one.
-            "scheduling_strategy": PlacementGroupSchedulingStrategy(placement_group=None),  # type: ignore[arg-type]
-        }
+    def __init__(self, config: RunConfig, device: str | None, *, meters: list[Any]) -> None:
+        self._json, self._name = config.model_dump_json(), device
+        self._meters = list(meters)
+        self._turn = 0
         self._local: Any = None
         self.nodes: set[str] = set()  # where measurements ran, for the trial's record
-        task = ray.remote(_device_identity).options(**self._options)
-        self.device = ray.get(task.remote(self._json, device))
+        self.seconds = 0.0  # spent waiting for measurements, queueing included
+        self.device = self._call("identity", device)
 
-    def measure(self, onnx_path: Path, input_shape: tuple[int, ...]) -> Any:
+    def _call(self, method: str, *args: Any) -> Any:
         import ray
 
+        while self._meters:
+            meter = self._meters[self._turn % len(self._meters)]
+            self._turn += 1
+            try:
+                return ray.get(getattr(meter, method).remote(*args))
+            except ray.exceptions.RayActorError:
+                self._meters.remove(meter)
+        raise SearchError("every node that carried the device has left the Ray cluster")
+
+    def measure(self, onnx_path: Path, input_shape: tuple[int, ...]) -> Any:
         files = {
             p.name: p.read_bytes()
             for p in onnx_path.parent.iterdir()
             if p.is_file() and p.name.startswith(onnx_path.stem)
         }
-        task = ray.remote(_measure).options(**self._options)
-        result, node = ray.get(
-            task.remote(self._json, self._name, files, onnx_path.name, tuple(input_shape))
-        )
+        began = time.perf_counter()
+        result, node = self._call("measure", self._name, files, onnx_path.name, tuple(input_shape))
+        self.seconds += time.perf_counter() - began
         self.nodes.add(node)
         return result
 
@@ -213,10 +251,6 @@ class RemoteBackend:
         if self._local is None:
             self._local = _backend(self._json, self._name)
         return self._local.runner(onnx_path, input_shape)
-
-
-def remote_backends(config: RunConfig, device: str | None) -> RemoteBackend:
-    return RemoteBackend(config, device)
 
 
 # The trial, on a worker.
@@ -227,7 +261,7 @@ class Payload:
     """What every trial needs, shipped once through the object store."""
 
     config_json: str
-    measure: bool
+    meters: list[Any]  # empty when latency is predicted
     runs_dir: str
     writer: Any
     files: dict[str, bytes] = field(default_factory=dict)
@@ -262,7 +296,7 @@ def _worker_state(payload: Payload) -> tuple[Any, Any, RunConfig]:
         torch.set_num_threads(max(1, int(config.cluster.trial_cpus)))
     else:
         torch.set_num_threads(config.training.threads)
-    prepared = api.prepare(config, runs_dir, backend=remote_backends if payload.measure else None)
+    prepared = api.prepare(config, runs_dir, backend=measuring_on(payload.meters))
     space = CompressionSpace(config.compression, n_stages=len(getattr(prepared.space, "base", ())))
     _WORKER[payload.key] = (api.evaluator(prepared, root), space, config)
     return _WORKER[payload.key]
@@ -292,6 +326,7 @@ def run_trial(spec: dict[str, Any], payload: Payload) -> None:
             evaluator, compression_space, config = _worker_state(payload)
             for backend in _remote_backends(evaluator):
                 backend.nodes.clear()
+                backend.seconds = 0.0
             stopping = config.search.early_stopping
             stop = (
                 stop_check(stopping, number, [Checkpoint(*c) for c in spec["history"]])
@@ -317,7 +352,9 @@ def run_trial(spec: dict[str, Any], payload: Payload) -> None:
         ray.get(payload.writer.save.remote(number, files))
     attrs = outcome.attrs()
     attrs["ray_trained_on"] = ray.get_runtime_context().get_node_id()
-    attrs["ray_measured_on"] = sorted({n for b in _remote_backends(evaluator) for n in b.nodes})
+    remote = _remote_backends(evaluator)
+    attrs["ray_measured_on"] = sorted({n for b in remote for n in b.nodes})
+    attrs["ray_measure_seconds"] = sum(b.seconds for b in remote)
     _report(
         "done",
         accuracy=outcome.accuracy,
@@ -362,17 +399,18 @@ def ray_search(
 
     space = get_space(config.space.name, config.space)
     run = Run.check(runs_dir, config)
-    check_storage(config.cluster)
+    check_storage(config.cluster, run.root)
     connect(address, config)
     try:
         measure = check_device(config, address, space, runs_dir)
         used = config if measure else predicted_config(config)
-        prepared = api.prepare(used, runs_dir, backend=remote_backends if measure else None)
+        meters = start_meters(used) if measure and needs_device(used) else []
+        prepared = api.prepare(used, runs_dir, backend=measuring_on(meters))
         with run.lock():
             write_atomic(run.config_path, config.to_yaml())
             handler = api.file_logging(run)
             try:
-                return _drive(run, config, used, prepared, measure, hint, reporter, runs_dir)
+                return _drive(run, config, used, prepared, meters, hint, reporter, runs_dir)
             finally:
                 logging.getLogger("nas").removeHandler(handler)
                 handler.close()
@@ -385,7 +423,7 @@ def _drive(
     config: RunConfig,
     used: RunConfig,
     prepared: Any,
-    measure: bool,
+    meters: list[Any],
     hint: str,
     reporter: Any,
     runs_dir: Path,
@@ -445,7 +483,7 @@ def _drive(
             )
             payload = Payload(
                 config_json=used.model_dump_json(),
-                measure=measure,
+                meters=meters,
                 runs_dir=str(Path(runs_dir).resolve()),
                 writer=writer,
                 files=_teacher_files(prepared, run),

@@ -14,6 +14,7 @@ import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -114,14 +115,23 @@ def open_storage(url: str, cluster: ClusterConfig | None = None) -> optuna.stora
         ) from None
 
 
-def check_storage(cluster: ClusterConfig) -> None:
+def check_storage(cluster: ClusterConfig, run_root: Path) -> None:
     """Open the config's shared storage once, so a wrong URL fails before anything is written.
+
+    A SQLite file inside the run's own folder, which the search is about to create, is opened
+    then instead.
 
     Raises:
         RunError: see `open_storage`.
     """
-    if cluster.storage is not None:
-        open_storage(cluster.storage).engine.dispose()
+    url = cluster.storage
+    if url is None:
+        return
+    if url.startswith("sqlite:///"):
+        folder = Path(url[len("sqlite:///") :]).parent
+        if folder.resolve() == run_root.resolve() and not folder.exists():
+            return
+    open_storage(url).engine.dispose()
 
 
 @contextmanager

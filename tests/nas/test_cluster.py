@@ -75,6 +75,15 @@ def in_cluster(
     )
 
 
+def ray_search(cluster: RayCluster, config: Path, runs: Path) -> list[str]:
+    """`nas search` of `config` on the cluster, as arguments of the CLI."""
+    return ["search", config, "--backend", "ray", "--address", cluster.address, "--runs-dir", runs]
+
+
+def search_on(cluster: RayCluster, config: Path, runs: Path) -> subprocess.CompletedProcess:
+    return in_cluster(cluster, *ray_search(cluster, config, runs))
+
+
 def study_of(run_dir: Path, storage: str | None = None) -> optuna.Study:
     return optuna.load_study(
         study_name=None, storage=storage or f"sqlite:///{run_dir / 'study.db'}"
@@ -141,17 +150,7 @@ def test_cluster_places_latency_on_the_device_node(tmp_path: Path, cluster: RayC
         {"name": "placed", "search": {"n_trials": 4}, "training": {"epochs": 2}},
     )
     runs = tmp_path / "runs"
-    proc = in_cluster(
-        cluster,
-        "search",
-        config,
-        "--backend",
-        "ray",
-        "--address",
-        cluster.address,
-        "--runs-dir",
-        runs,
-    )
+    proc = search_on(cluster, config, runs)
     assert proc.returncode == 0, proc.stderr
     study = study_of(runs / "placed")
     check_exact(runs / "placed", study, 4)
@@ -169,19 +168,7 @@ def test_killing_a_worker_node_loses_and_duplicates_nothing(
     config = write(tmp_path, {"name": "nodekill", "search": {"n_trials": 4}, **LONG_TRIALS})
     runs = tmp_path / "runs"
     driver = subprocess.Popen(
-        [
-            *cluster.prefix(),
-            *cli(
-                "search",
-                config,
-                "--backend",
-                "ray",
-                "--address",
-                cluster.address,
-                "--runs-dir",
-                runs,
-            ),
-        ],
+        [*cluster.prefix(), *cli(*ray_search(cluster, config, runs))],
         cwd=REPO,
         env=env(),
         stdout=subprocess.PIPE,
@@ -206,11 +193,9 @@ def test_killing_a_worker_node_loses_and_duplicates_nothing(
 def test_killed_driver_resumes_with_the_exact_count(tmp_path: Path, cluster: RayCluster) -> None:
     config = write(tmp_path, {"name": "driverkill", "search": {"n_trials": 4}, **LONG_TRIALS})
     runs = tmp_path / "runs"
-    command = cli(
-        "search", config, "--backend", "ray", "--address", cluster.address, "--runs-dir", runs
-    )
+    command = ray_search(cluster, config, runs)
     driver = subprocess.Popen(
-        [*cluster.prefix(), *command],
+        [*cluster.prefix(), *cli(*command)],
         cwd=REPO,
         env=env(),
         stdout=subprocess.DEVNULL,
@@ -233,7 +218,7 @@ def test_killed_driver_resumes_with_the_exact_count(tmp_path: Path, cluster: Ray
     before = {t.number: t.values for t in study_of(run).get_trials() if t.state.name == "COMPLETE"}
     assert 1 <= len(before) < 4
 
-    again = in_cluster(cluster, *command[3:])
+    again = in_cluster(cluster, *command)
     assert again.returncode == 0, again.stderr
     study = study_of(run)
     check_exact(run, study, 4)
@@ -276,17 +261,7 @@ def test_cluster_without_the_device_node_says_so(tmp_path: Path, cluster: RayClu
             "compression": {"pruning": {"ratios": [0.25]}},
         },
     )
-    proc = in_cluster(
-        cluster,
-        "search",
-        config,
-        "--backend",
-        "ray",
-        "--address",
-        cluster.address,
-        "--runs-dir",
-        tmp_path / "runs",
-    )
+    proc = search_on(cluster, config, tmp_path / "runs")
     assert proc.returncode == 2
     # Ray's own start-up warnings may come first (this namespace has no route to probe).
     lines = [line for line in proc.stderr.splitlines() if not line.startswith("[")]
@@ -307,17 +282,7 @@ def test_cluster_without_the_device_node_predicts_when_it_can(
             "search": {"n_trials": 2},
         },
     )
-    proc = in_cluster(
-        cluster,
-        "search",
-        config,
-        "--backend",
-        "ray",
-        "--address",
-        cluster.address,
-        "--runs-dir",
-        tmp_path / "runs",
-    )
+    proc = search_on(cluster, config, tmp_path / "runs")
     assert proc.returncode == 0, proc.stderr
     assert "no node advertises device:cpu-ort-int8" in proc.stderr
     rows = pd.read_csv(tmp_path / "runs" / "predicts" / "trials.csv")

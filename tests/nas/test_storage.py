@@ -61,8 +61,12 @@ def test_run_uses_the_shared_storage(tmp_path: Path) -> None:
 def test_unopenable_storage_is_one_line(tmp_path: Path) -> None:
     bad = ClusterConfig(storage=f"sqlite:///{tmp_path / 'missing' / 'dir' / 'x.db'}")
     with pytest.raises(RunError, match="cannot open the study storage sqlite:///") as e:
-        check_storage(bad)
+        check_storage(bad, tmp_path / "run")
     assert "\n" not in str(e.value)
+    # A file in the run's folder, which the search creates: checked when it is opened.
+    inside = ClusterConfig(storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
+    check_storage(inside, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 def _study(tmp_path: Path, cluster: ClusterConfig) -> optuna.Study:
