@@ -4,11 +4,12 @@ Ray Tune schedules one trial per candidate and asks Optuna's sampler for them th
 `OptunaSearch`, whose study is the run's own study: a Ray run has the same storage, tables and
 plot as a local one, and every other command reads it unchanged.
 
-Placement: a trial reserves ``cluster.trial_cpus/trial_gpus/trial_memory_gb`` on any node. Its
-latency measurements are Ray tasks that ask for the custom resource ``device:NAME``, which a
-node advertises when it carries that device (``ray start --resources '{"device:NAME": 1}'``);
-each such node measures one model at a time. Trained weights come back to the run directory
-through a small actor on the driver's node.
+Placement: a trial reserves ``cluster.trial_cpus/trial_gpus/trial_memory_gb`` on any node. A
+node that carries the target device says so with the custom resource ``device:NAME``
+(``ray start --resources '{"device:NAME": 1}'``); the search starts one `Meter` actor on each
+such node, holding that resource, and every latency measurement goes to a meter, so each device
+node measures one model at a time. Trained weights come back to the run directory through a
+small actor on the driver's node.
 
 Faults: Tune restarts a trial whose worker or node died (``cluster.max_retries``); its Optuna
 trial stays the same, so nothing is counted twice. A driver that dies leaves its running trials

@@ -7,7 +7,9 @@ The Ray nodes and every process that talks to them run in a loopback-only networ
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -145,15 +147,21 @@ def test_ray_local_instance_writes_the_run_format(tmp_path: Path) -> None:
 
 def test_cluster_places_latency_on_the_device_node(tmp_path: Path, cluster: RayCluster) -> None:
     """Two 1-CPU nodes train; only the head carries device:cpu-ort-fp32, so it measures."""
+    # Two at once, long enough that neither node is free before the other has started one.
     config = write(
         tmp_path,
-        {"name": "placed", "search": {"n_trials": 4}, "training": {"epochs": 2}},
+        {
+            "name": "placed",
+            "search": {"n_trials": 3},
+            "cluster": {"max_concurrent_trials": 2},
+            **LONG_TRIALS,
+        },
     )
     runs = tmp_path / "runs"
     proc = search_on(cluster, config, runs)
     assert proc.returncode == 0, proc.stderr
     study = study_of(runs / "placed")
-    check_exact(runs / "placed", study, 4)
+    check_exact(runs / "placed", study, 3)
     nodes = cluster.nodes()
     head = next(n for n, resources in nodes.items() if f"device:{cluster.device}" in resources)
     trained = {t.user_attrs["ray_trained_on"] for t in study.get_trials()}
@@ -274,17 +282,23 @@ def test_cluster_without_the_device_node_says_so(tmp_path: Path, cluster: RayClu
 def test_cluster_without_the_device_node_predicts_when_it_can(
     tmp_path: Path, cluster: RayCluster, small_table: Path
 ) -> None:
+    """No node carries phone-x, but a latency table of that device exists: predict."""
+    table = tmp_path / "phone.csv"
+    shutil.copy(small_table, table)
+    meta = json.loads(small_table.with_suffix(".json").read_text())
+    meta["device"].update(name="phone-x", hardware="Snapdragon 8", runtime="tflite")
+    table.with_suffix(".json").write_text(json.dumps(meta))
     config = write(
         tmp_path,
         {
             "name": "predicts",
-            "latency": {"device": "cpu-ort-int8", "table": str(small_table)},
+            "latency": {"device": "phone-x", "table": str(table)},
             "search": {"n_trials": 2},
         },
     )
     proc = search_on(cluster, config, tmp_path / "runs")
     assert proc.returncode == 0, proc.stderr
-    assert "no node advertises device:cpu-ort-int8" in proc.stderr
+    assert "no node advertises device:phone-x" in proc.stderr
     rows = pd.read_csv(tmp_path / "runs" / "predicts" / "trials.csv")
     assert set(rows["latency_source"]) == {"predicted"}
 
