@@ -365,6 +365,8 @@ class SearchLoop:
                 trial = self.study.ask(self.dists)
                 if self.shared and self._surplus(trial, n_trials):
                     continue
+                if self.shared:
+                    known = self._known()  # peers' results count as known too
                 t0 = time.monotonic()
                 with heartbeat(self.study._storage, [trial._trial_id]):
                     status, summary = self._run_one(trial, known)
