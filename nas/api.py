@@ -91,9 +91,25 @@ def prepare(config: RunConfig, runs_dir: Path, *, backend: Any = None) -> Prepar
     return Prepared(config, space, dataset, splits, latency, compressor)
 
 
+def teacher(prepared: Prepared, root: Path) -> Any:
+    """The distillation teacher cached in `root`, or None when the search does not distil."""
+    from nas.distillation import Teacher
+
+    config = prepared.config
+    if not config.compression.distillation.enabled:
+        return None
+    return Teacher(
+        config.compression.distillation,
+        prepared.space,
+        prepared.splits,
+        config.training,
+        root,
+        seed=config.seed,
+    )
+
+
 def evaluator(prepared: Prepared, root: Path) -> Any:
     """The evaluation function of a search whose run (or teacher cache) is at `root`."""
-    from nas.distillation import Teacher
     from nas.evaluate import Evaluator
 
     config = prepared.config
@@ -105,16 +121,7 @@ def evaluator(prepared: Prepared, root: Path) -> Any:
         latency=prepared.latency,
         seed=config.seed,
         compressor=prepared.compressor,
-        teacher=Teacher(
-            config.compression.distillation,
-            prepared.space,
-            prepared.splits,
-            config.training,
-            root,
-            seed=config.seed,
-        )
-        if config.compression.distillation.enabled
-        else None,
+        teacher=teacher(prepared, root),
         finetune_lr_scale=config.compression.pruning.finetune_lr_scale,
     )
 

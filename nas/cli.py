@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from functools import wraps
 from pathlib import Path
@@ -93,6 +94,25 @@ def _print_front(front: Any, fmt: TableFormat) -> None:
     # Candidate strings on lines of their own, never folded, so they copy and paste whole.
     for r in front.itertuples():
         out.print(f"trial {r.number}: {r.candidate}", soft_wrap=True, highlight=False)
+
+
+@contextmanager
+def _progress(interrupted: str | None = None) -> Iterator[Any]:
+    """A progress bar on stderr; yields the phase callback that `nas.api` calls take.
+
+    Args:
+        interrupted: Message for Ctrl-C (then exit 130), for work that resumes where it stopped.
+    """
+    from nas.progress import phase_callback, progress_bar
+
+    try:
+        with progress_bar(err) as bar:
+            yield phase_callback(bar)
+    except KeyboardInterrupt:
+        if interrupted is None:
+            raise
+        err.print(interrupted, highlight=False)
+        raise typer.Exit(130) from None
 
 
 class Backend(StrEnum):
@@ -221,21 +241,16 @@ def train(
     result in RUN_DIR/trained/, where `nas export` picks it up.
     """
     from nas import api
-    from nas.progress import phase_callback, progress_bar
 
-    try:
-        with progress_bar(err) as bar:
-            record = api.train(
-                run_dir,
-                trial=trial,
-                epochs=epochs,
-                train_size=train_size,
-                force=force,
-                progress=phase_callback(bar),
-            )
-    except KeyboardInterrupt:
-        err.print("training interrupted; rerun the same command to resume", highlight=False)
-        raise typer.Exit(130) from None
+    with _progress("training interrupted; rerun the same command to resume") as progress:
+        record = api.train(
+            run_dir,
+            trial=trial,
+            epochs=epochs,
+            train_size=train_size,
+            force=force,
+            progress=progress,
+        )
     ident = record["identity"]
     out.print(
         f"trial {trial}: {ident['epochs']} epochs on {record['train_images']} images, validation "
@@ -291,9 +306,8 @@ def export(
     """Export a trial in a runtime's format, with parity, accuracy and latency measured on the
     files, a model card (JSON and Markdown) and an example script."""
     from nas import api
-    from nas.progress import phase_callback, progress_bar
 
-    with progress_bar(err) as bar:
+    with _progress() as progress:
         path = api.export(
             run_dir,
             out=out_dir,
@@ -305,7 +319,7 @@ def export(
             weights=weights.value,
             force=force,
             min_agreement=min_agreement,
-            progress=phase_callback(bar),
+            progress=progress,
         )
     card = json.loads((path / "model_card.json").read_text())
     for name, info in card["files"].items():
@@ -373,9 +387,8 @@ def compare(
     """A/B test exported variants on the same data and machine: latency ratio with a bootstrap
     95 % interval, accuracy difference with an exact McNemar test, size and peak memory."""
     from nas.compare import compare as run_compare
-    from nas.progress import phase_callback, progress_bar
 
-    with progress_bar(err) as bar:
+    with _progress() as progress:
         table = run_compare(
             variants,
             with_baseline=baseline,
@@ -383,7 +396,7 @@ def compare(
             repeats=repeats,
             threads=threads,
             report=report,
-            progress=phase_callback(bar),
+            progress=progress,
         )
     view = Table(title=f"A/B comparison (reference: {variants[0]})")
     for col in (
@@ -454,24 +467,18 @@ def latency_profile(
     Rerunning the same command after an interruption resumes it.
     """
     from nas import api
-    from nas.progress import phase_callback, progress_bar
 
-    try:
-        with progress_bar(err) as bar:
-            path = api.profile_device(
-                device,
-                config_path=config,
-                space_name=space,
-                out=out_path,
-                calibration=calibration,
-                progress=phase_callback(bar),
-            )
-    except KeyboardInterrupt:
-        err.print(
-            "profile interrupted; what was measured is kept, rerun the same command to resume",
-            highlight=False,
+    with _progress(
+        "profile interrupted; what was measured is kept, rerun the same command to resume"
+    ) as progress:
+        path = api.profile_device(
+            device,
+            config_path=config,
+            space_name=space,
+            out=out_path,
+            calibration=calibration,
+            progress=progress,
         )
-        raise typer.Exit(130) from None
     out.print(f"latency table: {path} (metadata {path.with_suffix('.json')})", highlight=False)
 
 
@@ -498,9 +505,8 @@ def latency_evaluate(
     """Fit a latency predictor, measure held-out candidates, and report its error beside the
     FLOPs baseline; the predictor and its report are saved for searches and `nas devices`."""
     from nas import api
-    from nas.progress import phase_callback, progress_bar
 
-    with progress_bar(err) as bar:
+    with _progress() as progress:
         report = api.evaluate_predictor(
             device,
             predictor.value,
@@ -510,7 +516,7 @@ def latency_evaluate(
             n_fit=fit,
             seed=seed,
             runs_dir=runs_dir,
-            progress=phase_callback(bar),
+            progress=progress,
         )
     table = Table(
         title=f"{predictor.value} on {device}: {report['n_test']} held-out candidates, "

@@ -366,8 +366,8 @@ def run_trial(spec: dict[str, Any], payload: Payload) -> None:
 
 def _remote_backends(evaluator: Any) -> list[RemoteBackend]:
     """The evaluator's measurement backends that run on device nodes."""
-    found = [getattr(evaluator.latency, "backend", None)]
-    found += [getattr(evaluator.latency, "measured", None) and evaluator.latency.measured.backend]
+    measured = getattr(evaluator.latency, "measured", evaluator.latency)  # hybrid wraps one
+    found = [getattr(measured, "backend", None)]
     if evaluator.compressor is not None:
         found += list(evaluator.compressor.backends.values())
     return [b for b in found if isinstance(b, RemoteBackend)]
@@ -437,8 +437,9 @@ def _drive(
     from nas import api
     from nas.compression import CompressionSpace
     from nas.progress import NullReporter
-    from nas.report import front_frame, trials_frame
+    from nas.report import front_frame, trials_frame, write_plot, write_tables
     from nas.search import (
+        check_any_completed,
         distributions,
         enqueue_seeds,
         is_finished,
@@ -506,46 +507,26 @@ def _drive(
     # Trials Tune stopped (time budget, Ctrl-C) before they reported: queued again.
     left = searcher.abandon() if searcher is not None else 0
     trials = trials_frame(study)
-    from nas.report import write_plot, write_tables
-
     write_tables(run, trials)
     write_plot(run, trials)
     done = finished()
     timed_out = config.search.timeout is not None and done < target
     if left and done < target and not timed_out:
         raise SearchError(f"search interrupted; resume with: {hint}")
-    _check_any_completed(study, run)
+    check_any_completed(study, run)
     if isinstance(prepared.latency, HybridLatency):
         api.remeasure_front(study, prepared.space, prepared.latency, run, reporter)
     front = front_frame(trials_frame(study))
     return api.SearchResult(run, done, target, front, timed_out, time.monotonic() - start)
 
 
-def _check_any_completed(study: Any, run: Run) -> None:
-    from optuna.trial import TrialState
-
-    trials = study.get_trials(deepcopy=False)
-    failed = [t for t in trials if t.state == TrialState.FAIL and not t.user_attrs.get("surplus")]
-    if failed and not any(t.state == TrialState.COMPLETE for t in trials):
-        reason = failed[0].user_attrs.get("failure_reason", "unknown")
-        raise SearchError(f"all {len(failed)} trials failed; the first: {reason}")
-
-
 def _teacher_files(prepared: Any, run: Run) -> dict[str, bytes]:
     """Train (or load) the distillation teacher here once; workers get its files."""
-    from nas.distillation import Teacher
+    from nas import api
 
-    config = prepared.config
-    if not config.compression.distillation.enabled:
+    teacher = api.teacher(prepared, run.root)
+    if teacher is None:
         return {}
-    teacher = Teacher(
-        config.compression.distillation,
-        prepared.space,
-        prepared.splits,
-        config.training,
-        run.root,
-        seed=config.seed,
-    )
     teacher.model()
     return {p.name: p.read_bytes() for p in (teacher.weights_path, teacher.card_path)}
 

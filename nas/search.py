@@ -222,6 +222,21 @@ def stop_check(cfg: EarlyStoppingConfig, number: int, history: list[Checkpoint])
     return check
 
 
+def check_any_completed(study: optuna.Study, run: Run) -> None:
+    """Raise when trials failed and none completed: the search found nothing.
+
+    Raises:
+        SearchError: with the first failure's reason and where the tracebacks are.
+    """
+    trials = study.get_trials(deepcopy=False)
+    failed = [t for t in trials if t.state == TrialState.FAIL and not t.user_attrs.get(SURPLUS)]
+    if failed and not any(t.state == TrialState.COMPLETE for t in trials):
+        reason = failed[0].user_attrs.get("failure_reason", "unknown")
+        raise SearchError(
+            f"all {len(failed)} trials failed; the first: {reason}; tracebacks in {run.log_path}"
+        )
+
+
 @dataclass
 class SearchSummary:
     finished: int
@@ -434,11 +449,4 @@ class SearchLoop:
         return "done", summary
 
     def _check_any_completed(self) -> None:
-        trials = self.study.get_trials(deepcopy=False)
-        failed = [t for t in trials if t.state == TrialState.FAIL]
-        if failed and not any(t.state == TrialState.COMPLETE for t in trials):
-            reason = failed[0].user_attrs.get("failure_reason", "unknown")
-            raise SearchError(
-                f"all {len(failed)} trials failed; the first: {reason}; tracebacks in "
-                f"{self.run.log_path}"
-            )
+        check_any_completed(self.study, self.run)

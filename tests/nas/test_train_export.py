@@ -150,20 +150,14 @@ def test_every_format_is_checked_and_measured_on_its_file(
 
 def test_quantized_export_below_the_agreement_floor_fails_with_the_numbers(good_run, tmp_path):
     out = tmp_path / "int8"
-    proc = run_cli(
-        "export",
-        good_run,
-        "--trial",
-        "1",
-        "--out",
-        out,
-        "--format",
-        "onnx-int8",
-        "--weights",
-        "search",
-        "--min-agreement",
-        "1.0",
-    )
+
+    def export(floor: str):
+        return run_cli(
+            "export", good_run, "--trial", "1", "--out", out, "--format", "onnx-int8",
+            "--weights", "search", "--min-agreement", floor,
+        )  # fmt: skip
+
+    proc = export("1.0")
     if proc.returncode == 0:  # every validation image agreed: nothing to refuse
         assert (
             json.loads((out / "model_card.json").read_text())["files"]["model_proxy.onnx"][
@@ -176,20 +170,7 @@ def test_quantized_export_below_the_agreement_floor_fails_with_the_numbers(good_
     assert "parity failed: top-1 agrees with torch on" in proc.stderr
     assert "needs 100%" in proc.stderr
     assert not out.exists() and not list(tmp_path.glob(".int8.*"))  # nothing half-written
-    ok = run_cli(
-        "export",
-        good_run,
-        "--trial",
-        "1",
-        "--out",
-        out,
-        "--format",
-        "onnx-int8",
-        "--weights",
-        "search",
-        "--min-agreement",
-        "0.8",
-    )
+    ok = export("0.8")
     assert ok.returncode == 0, ok.stderr
     files = json.loads((out / "model_card.json").read_text())["files"]
     assert files["model_proxy.onnx"]["parity"]["top1_agreement"] >= 0.8
