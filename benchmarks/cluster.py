@@ -19,6 +19,7 @@ Every search is a real `nas` subprocess, so interpreter and library start-up are
 from __future__ import annotations
 
 import argparse
+import datetime
 import itertools
 import statistics
 import subprocess
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy.exc
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,19 +70,43 @@ def trials(run: Path, storage: str | None = None) -> list[optuna.trial.FrozenTri
     return [t for t in study.get_trials() if t.state.name == "COMPLETE"]
 
 
-def timed(*commands: list[str], wait_for: Path | None = None) -> float:
-    """Run commands at once (the second after `wait_for` exists); wall seconds of all."""
-    start = time.monotonic()
-    quiet = {"cwd": REPO, "stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, "text": True}
-    procs = [subprocess.Popen(commands[0], **quiet)]
+def seconds(moment: datetime.datetime | None) -> float:
+    """A trial's timestamp in seconds since the epoch."""
+    if moment is None:
+        raise SystemExit("a completed trial has no timestamp; the study is damaged")
+    return moment.timestamp()
+
+
+def start(command: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+
+
+def study_ready(storage: str, name: str) -> bool:
+    """Whether the study exists in `storage` (its file may exist before the study is in it)."""
+    try:
+        optuna.load_study(study_name=name, storage=storage)
+    except (KeyError, ValueError, sqlalchemy.exc.SQLAlchemyError):
+        return False
+    return True
+
+
+def timed(*commands: list[str], wait_for: tuple[str, str] | None = None) -> float:
+    """Run commands at once (the others once the study `wait_for` = (storage, name) exists);
+    wall seconds of all."""
+    began = time.monotonic()
+    procs = [start(commands[0])]
     for command in commands[1:]:
-        while wait_for is not None and not wait_for.exists():
+        while wait_for is not None and not study_ready(*wait_for):
+            if procs[0].poll() is not None:
+                break  # the first search ended early; its error is reported below
             time.sleep(0.2)
-        procs.append(subprocess.Popen(command, **quiet))
+        procs.append(start(command))
     errors = [p.communicate()[1] for p in procs]
     if any(p.returncode for p in procs):
         raise SystemExit(f"a search failed: {commands}\n{errors}")
-    return time.monotonic() - start
+    return time.monotonic() - began
 
 
 def overhead(tmp: Path, runs: Path, n: int) -> None:
@@ -100,9 +126,9 @@ def overhead(tmp: Path, runs: Path, n: int) -> None:
         # A runs folder each: the latency cache must not serve the second backend.
         folder = runs / backend
         wall = timed(nas("search", config, "--backend", backend, "--runs-dir", folder))
-        done = sorted(trials(folder / name), key=lambda t: t.datetime_complete)
-        first = done[0].datetime_start.timestamp() - began
-        ends = [t.datetime_complete.timestamp() for t in done]
+        done = sorted(trials(folder / name), key=lambda t: seconds(t.datetime_complete))
+        first = seconds(done[0].datetime_start) - began
+        ends = [seconds(t.datetime_complete) for t in done]
         cycle = statistics.median(b - a for a, b in itertools.pairwise(ends))
         evaluation = statistics.median(t.user_attrs["eval_seconds"] for t in done)
         rows.append((backend, len(done), wall, first, cycle, evaluation, cycle - evaluation))
@@ -133,7 +159,7 @@ def speedup(tmp: Path, runs: Path, n: int, epochs: int) -> None:
         storage = f"sqlite:///{run.resolve() / 'study.db'}"
         commands = [nas("search", config, "--storage", storage, "--runs-dir", run.parent)]
         commands += [nas("worker", run)] * (workers - 1)
-        wall = timed(*commands, wait_for=run / "study.db")
+        wall = timed(*commands, wait_for=(storage, name))
         results[f"{workers} nas worker"] = (wall, len(trials(run, storage)))
     for concurrent in (1, 2):
         name = f"ray-{concurrent}"

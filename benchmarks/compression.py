@@ -38,12 +38,12 @@ import torch
 
 from latency_predictors.backends import LatencyBackend
 from latency_predictors.devices import BUILTIN_DEVICES, measurement_backend
-from nas.artifacts import Compressor
-from nas.compression import Compression
+from nas.compress.compressor import Compressor
+from nas.compress.quantization import load_calibration
+from nas.compress.space import Compression
 from nas.config import CompressionConfig, load_config
-from nas.data import load_dataset, make_splits
-from nas.quantization import load_calibration
-from nas.training import Distillation, train_proxy
+from nas.train.data import load_dataset, make_splits
+from nas.train.proxy import Distillation, train_proxy
 from search_spaces import get_space
 
 DEVICES = ("cpu-ort-fp32", "cpu-ort-int8", "cpu-ov-fp32", "cpu-ov-bf16", "cpu-ov-int8")
@@ -118,7 +118,7 @@ def main() -> None:
         runtime: Compressor(
             config=compression,
             space=space,
-            deployment=config.deployment,
+            deployment=config.deployment.target(),
             backends=bk,
             calibration=calibration,
         )
@@ -135,7 +135,7 @@ def main() -> None:
         compressors["openvino+nncf"] = Compressor(
             config=nncf,
             space=space,
-            deployment=config.deployment,
+            deployment=config.deployment.target(),
             backends={"int8": by_runtime["openvino"]["int8"]},
             calibration=calibration,
         )
@@ -274,9 +274,9 @@ def report(rows: list[dict[str, Any]]) -> None:
             f"{win['speedup']:.2f}x faster than ONNX Runtime fp32 of the unpruned parent, "
             f"accuracy drop {win['drop_pts']:.2f} pts"
         )
-    for r in df.itertuples():
-        if r.why_not:
-            print(f"  prune {r.prune} {r.runtime} {r.precision}: {r.why_not}")
+    for r in df.to_dict("records"):
+        if r["why_not"]:
+            print(f"  prune {r['prune']} {r['runtime']} {r['precision']}: {r['why_not']}")
     for row in rows:
         if row["error"]:
             print(f"  prune {row['prune']:.0%} {row['device']}: failed: {row['error']}")

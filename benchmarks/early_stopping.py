@@ -23,9 +23,9 @@ import numpy as np
 import yaml
 
 from nas import api
-from nas.export import load_study
 from nas.pareto import hypervolume_2d
 from nas.run import Run
+from nas.storage import load_study
 
 
 def run_search(
@@ -33,7 +33,7 @@ def run_search(
 ) -> list[dict]:
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump({**config, "name": name}))
-    api.search(path, n_trials=100_000, timeout=budget, runs_dir=runs)
+    api.search(api.SearchOptions(config=path, n_trials=100_000, timeout=budget, runs_dir=runs))
     study = load_study(Run.open(runs / name))
     rows = []
     for t in study.get_trials(deepcopy=False):

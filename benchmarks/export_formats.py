@@ -3,7 +3,7 @@
 Exports the trial (default: the most accurate completed trial deployed at 224x224, else the
 most accurate front member) with `nas export` in each available format, timing each export.
 Then runs every exported deployment file and torch eager fp32 of the same network in
-interleaved rounds (`nas.compare`), with accuracy from each file's proxy-shape twin on the
+interleaved rounds (`nas.export.compare`), with accuracy from each file's proxy-shape twin on the
 validation split. Prints per variant: export seconds, accuracy and drop against ONNX Runtime
 fp32, median latency, speedup over torch eager and over ONNX Runtime fp32, and the achieved
 GFLOP/s beside this machine's measured peak fp32 matrix-multiply GFLOP/s (torch, same threads).
@@ -26,13 +26,16 @@ import pandas as pd
 import torch
 
 from latency_predictors.backends.base import time_calls
+from latency_predictors.measure import deployment_shape
 from nas import api
-from nas.compare import compare
 from nas.errors import NASError
-from nas.formats import FORMATS
-from nas.metrics import count_flops
+from nas.export.formats import FORMATS
 from nas.run import Run
+from nas.storage import find_trial, load_study
+from nas.train.full import source_trial
+from nas.train.weights import shape_like
 from search_spaces import get_space
+from search_spaces.flops import count_flops
 
 VARIANTS = [
     ("onnx", None),
@@ -97,12 +100,14 @@ def main() -> None:
             try:
                 api.export(
                     args.run,
-                    out=out,
-                    trial=number,
-                    fmt=fmt,
-                    precision=precision,
-                    weights="auto",
-                    min_agreement=args.min_agreement,
+                    api.ExportOptions(
+                        out=out,
+                        trial=number,
+                        format=fmt,
+                        precision=precision,
+                        weights="auto",
+                        min_agreement=args.min_agreement,
+                    ),
                 )
             except NASError as e:
                 print(f"{label}: not exported: {e}")
@@ -111,29 +116,25 @@ def main() -> None:
             exported.append((label, out, seconds))
             print(f"{label}: exported in {seconds:.1f} s")
 
-        table = compare(
-            [p for _, p, _ in exported],
-            with_baseline=False,
-            rounds=args.rounds,
-            repeats=args.repeats,
-            threads=threads,
+        table = api.compare(
+            api.CompareOptions(
+                variants=tuple(p for _, p, _ in exported),
+                with_baseline=False,
+                rounds=args.rounds,
+                repeats=args.repeats,
+                threads=threads,
+            )
         )
 
-        # Torch eager fp32 of the same deployment network, timed the same way.
-        from optuna import load_study
-
-        trial = load_study(study_name=config.name, storage=run.storage_url).trials[number]
+        # Torch eager fp32 of the same deployment network (pruned as the trial was), timed the
+        # same way.
+        trial = find_trial(load_study(run), number=number, candidate=None)
         space = get_space(config.space.name, config.space)
         cand = space.decode(trial.user_attrs["candidate"])
         dep = config.deployment
-        shape = (dep.batch_size, dep.channels, cand.resolution, cand.resolution)
+        shape = deployment_shape(space, cand, dep.target())
         deploy = space.build(cand, dep.num_classes, dep.channels)
-        from nas.artifacts import history_path, load_history
-        from nas.compression import replay
-
-        source = int(trial.user_attrs.get("duplicate_of") or number)
-        if history_path(run.weights_path(source)).is_file():
-            replay(deploy, torch.zeros(shape), load_history(history_path(run.weights_path(source))))
+        shape_like(deploy, run.weights_path(source_trial(trial)), torch.zeros(shape))
         deploy.eval()
         flops = count_flops(deploy, shape)
         torch.set_num_threads(threads)
@@ -145,20 +146,20 @@ def main() -> None:
         eager_ms = float(np.median(eager))
 
     ref = table.iloc[0]
-    seconds = {label: s for label, _, s in exported}
+    export_seconds = {label: s for label, _, s in exported}
     rows = []
-    for (label, _, _), r in zip(exported, table.itertuples(), strict=True):
+    for (label, _, _), r in zip(exported, table.to_dict("records"), strict=True):
         rows.append(
             {
                 "variant": label,
-                "export_s": seconds[label],
-                "accuracy": r.accuracy,
-                "drop_pts": 100 * (ref["accuracy"] - r.accuracy),
-                "p50_ms": r.median_ms,
-                "vs_torch": eager_ms / r.median_ms,
-                "vs_ort_fp32": ref["median_ms"] / r.median_ms,
-                "ci_vs_ort": f"[{1 / r.ratio_ci_high:.2f}, {1 / r.ratio_ci_low:.2f}]",
-                "gflops": flops / (r.median_ms / 1000) / 1e9,
+                "export_s": export_seconds[label],
+                "accuracy": r["accuracy"],
+                "drop_pts": 100 * (ref["accuracy"] - r["accuracy"]),
+                "p50_ms": r["median_ms"],
+                "vs_torch": eager_ms / r["median_ms"],
+                "vs_ort_fp32": ref["median_ms"] / r["median_ms"],
+                "ci_vs_ort": f"[{1 / r['ratio_ci_high']:.2f}, {1 / r['ratio_ci_low']:.2f}]",
+                "gflops": flops / (r["median_ms"] / 1000) / 1e9,
             }
         )
     rows.append(
@@ -182,9 +183,9 @@ def main() -> None:
     )
     print(df.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     ok = df[(df["vs_torch"] >= 2) & (df["vs_ort_fp32"] >= 1.5) & (df["drop_pts"] <= 1)]
-    slow = [v for v, s in seconds.items() if s >= 120]
+    slow = [v for v, s in export_seconds.items() if s >= 120]
     print(
-        f"\nexports under 2 minutes: {len(seconds) - len(slow)}/{len(seconds)}"
+        f"\nexports under 2 minutes: {len(export_seconds) - len(slow)}/{len(export_seconds)}"
         + (f" (over: {', '.join(slow)})" if slow else "")
     )
     if ok.empty:

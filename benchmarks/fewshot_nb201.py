@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,7 @@ from scipy.stats import spearmanr
 
 from latency_predictors.fewshot import FewShotPredictor
 from search_spaces import get_space
+from search_spaces.nb201 import NB201Space
 
 DEFAULT_TABLE = Path(__file__).resolve().parents[2] / "shared" / "bench" / "nb201" / "nb201.csv.gz"
 HELP_SPEARMAN = 0.932
@@ -47,9 +49,9 @@ def main() -> None:
         raise SystemExit(f"NAS-Bench-201 table {args.table} not found; pass --table")
 
     table = pd.read_csv(args.table)
-    space = get_space("nb201")
+    space = cast(NB201Space, get_space("nb201"))  # registered as NB201Space
     cells = [space.decode(s) for s in table["arch_str"]]
-    flops = np.array([space.flops(c) for c in cells], dtype=np.float64)
+    flops = [float(space.flops(c)) for c in cells]
     devices = [c for c in table.columns if c not in ("index", "arch_str") and "_acc" not in c]
     latency = table.set_index("arch_str")[devices]
     print(

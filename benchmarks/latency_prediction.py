@@ -18,6 +18,7 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from nas import api
 from nas.config import load_config
@@ -43,7 +44,9 @@ def main() -> None:
         if args.profile or table is None:
             start = time.perf_counter()
             table = api.profile_device(
-                args.device, config_path=args.config, out=Path(tmp) / "table.csv"
+                api.ProfileOptions(
+                    device=args.device, config=args.config, out=Path(tmp) / "table.csv"
+                )
             )
             seconds = time.perf_counter() - start
             print(f"profiled {args.device} in {seconds / 60:.1f} min (target: under 15 min)")
@@ -59,12 +62,14 @@ def main() -> None:
             print(f"evaluating {kind} ...", flush=True)
             reports[kind] = (
                 api.evaluate_predictor(
-                    args.device,
-                    kind,
-                    config_path=args.config,
-                    n_test=args.test,
-                    n_fit=args.fit,
-                    runs_dir=args.runs_dir,
+                    api.PredictorEvaluation(
+                        device=args.device,
+                        kind=kind,
+                        config=args.config,
+                        n_test=args.test,
+                        n_fit=args.fit,
+                        runs_dir=args.runs_dir,
+                    )
                 )
                 if not (args.profile and kind == "lut")
                 else _lut_on(table, args)
@@ -102,24 +107,26 @@ def main() -> None:
     )
 
 
-def _remeasure(report: dict, args: argparse.Namespace) -> dict:
+def _remeasure(report: dict[str, Any], args: argparse.Namespace) -> dict[str, float]:
     """`accuracy_report` of a fresh second measurement against the report's measurements."""
     import numpy as np
 
-    from latency_predictors.devices import config_backend
     from latency_predictors.measure import measure_candidates
     from latency_predictors.predictors import accuracy_report
+    from nas.evaluate.latency import config_backend
     from search_spaces import get_space
 
     config = load_config(args.config)
     space = get_space(config.space.name, config.space)
     backend = config_backend(config, args.device)
     cands = [space.decode(r["candidate"]) for r in report["test"]]
-    again = [r.p50_ms for r in measure_candidates(space, cands, backend, config.deployment)]
+    again = [
+        r.p50_ms for r in measure_candidates(space, cands, backend, config.deployment.target())
+    ]
     return accuracy_report(np.array(again), np.array([r["measured_ms"] for r in report["test"]]))
 
 
-def _lut_on(table: Path, args: argparse.Namespace) -> dict:
+def _lut_on(table: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Evaluate the lookup-table predictor on a table outside the tables folder."""
     import yaml
 
@@ -128,12 +135,14 @@ def _lut_on(table: Path, args: argparse.Namespace) -> dict:
     path = table.with_name("config.yaml")
     path.write_text(yaml.safe_dump(raw))
     return api.evaluate_predictor(
-        args.device,
-        "lut",
-        config_path=path,
-        n_test=args.test,
-        n_fit=args.fit,
-        runs_dir=args.runs_dir,
+        api.PredictorEvaluation(
+            device=args.device,
+            kind="lut",
+            config=path,
+            n_test=args.test,
+            n_fit=args.fit,
+            runs_dir=args.runs_dir,
+        )
     )
 
 

@@ -26,7 +26,7 @@ import yaml
 from scipy.stats import kendalltau, spearmanr
 
 from nas.config import RunConfig, load_config, parse_config
-from nas.data import (
+from nas.train.data import (
     ImageDataset,
     load_dataset,
     load_fashion_mnist,
@@ -34,9 +34,9 @@ from nas.data import (
     normalize,
     resize_images,
 )
-from nas.metrics import count_params
-from nas.training import evaluate_accuracy, train_proxy
+from nas.train.proxy import evaluate_accuracy, train_proxy
 from search_spaces import get_space
+from search_spaces.flops import count_params
 
 
 def with_settings(config: RunConfig, settings: list[str]) -> RunConfig:

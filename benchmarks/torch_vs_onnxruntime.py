@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,7 @@ import torch
 from latency_predictors.backends.base import time_calls
 from latency_predictors.backends.onnxruntime import OnnxRuntimeBackend
 from latency_predictors.device import cpu_description
-from nas.metrics import count_flops
-from nas.onnx_io import export_onnx
+from latency_predictors.onnx_export import export_onnx
 from search_spaces.efficientnet import (
     B0_STAGES,
     EfficientNetCandidate,
@@ -29,6 +29,7 @@ from search_spaces.efficientnet import (
     StageSpec,
     build,
 )
+from search_spaces.flops import count_flops
 
 
 def candidates(seed: int) -> list[tuple[str, EfficientNetCandidate]]:
@@ -69,7 +70,7 @@ def main() -> None:
         model = build(cand, 1000, 3).eval()
         with torch.inference_mode():
             eager = np.median(
-                time_calls(lambda m=model: m(x), warmup=args.warmup, repeats=args.repeats)
+                time_calls(partial(model, x), warmup=args.warmup, repeats=args.repeats)
             )
         with tempfile.TemporaryDirectory() as tmp:
             path = export_onnx(model, shape, Path(tmp) / "m.onnx")

@@ -1,7 +1,20 @@
-"""Devices, latency measurement backends and latency caches."""
+"""Latency of candidates on devices: measurement backends, latency tables, predictors.
+
+Standalone: it takes plain values (a device name, threads, a deployment shape, a search space)
+and imports nothing from `nas`.
+"""
 
 from latency_predictors.backends import BACKENDS, LatencyBackend, LatencyResult, make_backend
 from latency_predictors.cache import LatencyCache
+from latency_predictors.deployment import Deployment
 from latency_predictors.device import Device
 
-__all__ = ["BACKENDS", "Device", "LatencyBackend", "LatencyCache", "LatencyResult", "make_backend"]
+__all__ = [
+    "BACKENDS",
+    "Deployment",
+    "Device",
+    "LatencyBackend",
+    "LatencyCache",
+    "LatencyResult",
+    "make_backend",
+]

@@ -27,6 +27,19 @@ CREATE TABLE IF NOT EXISTS latency (
 """
 
 
+def latency_key(
+    space: str, candidate: str, shape: tuple[int, ...], num_classes: int, variant: str = ""
+) -> str:
+    """The cache key of one model: its space and candidate string, what was done to it
+    (`variant`, e.g. a compression and the pruned channels' signature), its input shape, and
+    its classes when not 1000.
+
+    The device is not part of the key; the cache keeps one entry per (device, key).
+    """
+    key = f"{space}:{candidate}{variant}@{'x'.join(map(str, shape))}"
+    return key if num_classes == 1000 else f"{key}/{num_classes}"
+
+
 class LatencyCache:
     """Successful measurements only; a failure is measured again next time."""
 

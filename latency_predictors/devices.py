@@ -12,9 +12,8 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
+from hwnas_base.errors import LatencyError
 from latency_predictors.backends import LatencyBackend, make_backend
-from nas.config import RunConfig
-from nas.errors import LatencyError
 
 TABLES_DIR = Path(__file__).parent / "tables"
 
@@ -32,6 +31,10 @@ class BuiltinDevice:
         """Why this device cannot be measured on this machine, or None when it can."""
         if self.backend == "openvino" and importlib.util.find_spec("openvino") is None:
             return "needs the 'openvino' package: pip install -e '.[openvino]'"
+        if self.backend == "openvino" and self.precision == "bf16":
+            from latency_predictors.backends.openvino import bf16_unavailable_reason
+
+            return bf16_unavailable_reason()
         if self.backend == "tensorrt":
             from latency_predictors.backends.tensorrt import gpu_unavailable_reason
 
@@ -101,15 +104,3 @@ def measurement_backend(
         )
     except (RuntimeError, ValueError) as e:
         raise LatencyError(f"device {device!r}: {e}") from None
-
-
-def config_backend(config: RunConfig, device: str | None = None) -> LatencyBackend:
-    """The backend for a run config's device (or `device`), with the config's settings."""
-    lat = config.latency
-    return measurement_backend(
-        device or lat.device,
-        threads=lat.threads,
-        warmup=lat.warmup,
-        repeats=lat.repeats,
-        batch_size=config.deployment.batch_size,
-    )

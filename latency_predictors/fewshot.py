@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nas.errors import PredictorError
+from hwnas_base.errors import PredictorError
 
 
 class FewShotPredictor:

@@ -9,26 +9,26 @@ from typing import Any
 
 from torch import nn
 
+from hwnas_base.errors import LatencyError
+from hwnas_base.progress import PhaseProgress, quiet
 from latency_predictors.backends import LatencyBackend, LatencyResult
-from latency_predictors.cache import LatencyCache
-from nas.config import DeploymentConfig
-from nas.errors import LatencyError
-from nas.onnx_io import export_onnx
-from nas.progress import PhaseProgress, quiet
+from latency_predictors.cache import LatencyCache, latency_key
+from latency_predictors.deployment import Deployment
+from latency_predictors.onnx_export import export_onnx
 
 
 def deployment_shape(
-    space: Any, candidate: Any, deployment: DeploymentConfig
+    space: Any, candidate: Any, deployment: Deployment
 ) -> tuple[int, int, int, int]:
-    side = space.resolution(candidate)
-    return deployment.batch_size, deployment.channels, side, side
+    """The input shape `candidate` is deployed and timed at."""
+    return deployment.shape(space.resolution(candidate))
 
 
 def measure_candidate(
     space: Any,
     candidate: Any,
     backend: LatencyBackend,
-    deployment: DeploymentConfig,
+    deployment: Deployment,
     *,
     cache: LatencyCache | None = None,
     model: nn.Module | None = None,
@@ -44,9 +44,7 @@ def measure_candidate(
         model: The candidate's deployment-shape network, if the caller has built it.
     """
     shape = deployment_shape(space, candidate, deployment)
-    key = f"{space.name}:{space.encode(candidate)}@{'x'.join(map(str, shape))}"
-    if deployment.num_classes != 1000:
-        key += f"/{deployment.num_classes}"
+    key = latency_key(space.name, space.encode(candidate), shape, deployment.num_classes)
     if cache is not None:
         hit = cache.get(backend.device, key)
         if hit is not None:
@@ -67,7 +65,7 @@ def measure_candidates(
     space: Any,
     candidates: Sequence[Any],
     backend: LatencyBackend,
-    deployment: DeploymentConfig,
+    deployment: Deployment,
     *,
     cache: LatencyCache | None = None,
     progress: PhaseProgress = quiet,

@@ -9,11 +9,18 @@
   compared with.
 
 Every ``predict(candidates, return_std=True)`` also returns a standard deviation in ms.
+
+A fitted predictor is saved as data that cannot run code (`save_predictor`): a JSON file
+(``format: hwnas-latency-predictor``, ``version``, ``kind``, the ``device`` identity it was
+fitted for, and its fitted numbers: the lookup table's path and correction, or the FLOPs
+factor), and for ``gbm`` the three scikit-learn models beside it in a skops file (``.skops``,
+a zip of JSON and arrays that skops loads without pickle, trusting only the types it lists).
 """
 
 from __future__ import annotations
 
-import pickle
+import json
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,13 +28,20 @@ from typing import Any, Protocol
 import numpy as np
 from scipy.stats import kendalltau, spearmanr
 
-from latency_predictors.table import LatencyTable
-from nas.config import DeploymentConfig
-from nas.errors import PredictorError
-from nas.metrics import count_flops
-from nas.run import write_atomic
+from hwnas_base.errors import PredictorError, TableError
+from hwnas_base.io import write_atomic
+from latency_predictors.deployment import Deployment
+from latency_predictors.device import Device
+from latency_predictors.table import LatencyTable, describe, load_table
+from search_spaces.flops import count_flops
 
 PREDICTOR_KINDS = ("lut", "gbm", "flops")
+PREDICTOR_FORMAT = "hwnas-latency-predictor"
+PREDICTOR_VERSION = 1
+PREDICTOR_SUFFIX = ".json"
+MODELS_SUFFIX = ".skops"
+# The only type a gbm models file may hold beyond what skops trusts by itself.
+TRUSTED_MODEL_TYPES = ("sklearn.tree._tree.Tree",)
 
 
 class LatencyPredictor(Protocol):
@@ -64,10 +78,11 @@ class LookupTablePredictor:
 
     kind = "lut"
 
-    def __init__(self, table: LatencyTable, space: Any, deployment: DeploymentConfig) -> None:
+    def __init__(self, table: LatencyTable, space: Any, deployment: Deployment) -> None:
         self.table = table
         self.space = space
         self.deployment = deployment
+        self.device_: Device | None = table.device
         self.coef_ = np.array([1.0, 0.0])
         self.intercept_ = 0.0
         self.residual_rel_std_ = 0.1
@@ -80,9 +95,6 @@ class LookupTablePredictor:
             needed.update(self._keys(cand))
         missing = self.table.missing(needed)
         if missing:
-            from latency_predictors.table import describe
-            from nas.errors import TableError
-
             raise TableError(
                 f"latency table {self.table.path}: lacks {len(missing)} operator(s) this search "
                 f"space needs, e.g. {describe(missing[0])}; profile it again for this space"
@@ -159,6 +171,7 @@ class GradientBoostingPredictor:
         self.space = space
         self.n_estimators = n_estimators
         self.seed = seed
+        self.device_: Device | None = None
         self.models_: dict[str, Any] = {}
 
     def _features(self, candidates: Sequence[Any]) -> np.ndarray:
@@ -204,9 +217,10 @@ class FlopsPredictor:
 
     kind = "flops"
 
-    def __init__(self, space: Any, deployment: DeploymentConfig) -> None:
+    def __init__(self, space: Any, deployment: Deployment) -> None:
         self.space = space
         self.deployment = deployment
+        self.device_: Device | None = None
         self.k_ = float("nan")
         self.residual_rel_std_ = float("nan")
 
@@ -215,8 +229,7 @@ class FlopsPredictor:
         out = []
         for cand in candidates:
             model = self.space.build(cand, d.num_classes, d.channels)
-            side = self.space.resolution(cand)
-            out.append(count_flops(model, (d.batch_size, d.channels, side, side)))
+            out.append(count_flops(model, d.shape(self.space.resolution(cand))))
         return np.asarray(out, dtype=np.float64)
 
     def fit(
@@ -255,15 +268,113 @@ def accuracy_report(predicted: np.ndarray, measured: np.ndarray) -> dict[str, fl
     }
 
 
+def _fitted(predictor: Any) -> dict[str, Any]:
+    """The fitted numbers of a lut or flops predictor, as JSON values."""
+    if isinstance(predictor, LookupTablePredictor):
+        return {
+            "table": str(predictor.table.path),
+            "coef": [float(c) for c in predictor.coef_],
+            "intercept": predictor.intercept_,
+            "residual_rel_std": predictor.residual_rel_std_,
+            "n_fit": predictor.n_fit_,
+        }
+    if isinstance(predictor, FlopsPredictor):
+        return {"k": predictor.k_, "residual_rel_std": predictor.residual_rel_std_}
+    return {"n_estimators": predictor.n_estimators, "seed": predictor.seed}
+
+
 def save_predictor(predictor: Any, path: Path) -> Path:
-    write_atomic(path, pickle.dumps(predictor))
+    """Write a fitted predictor to `path` (JSON) and, for gbm, its models beside it (skops)."""
+    import skops.io
+
+    device = getattr(predictor, "device_", None)
+    record = {
+        "format": PREDICTOR_FORMAT,
+        "version": PREDICTOR_VERSION,
+        "kind": predictor.kind,
+        "device": device.to_dict() if device is not None else None,
+        "space": getattr(predictor.space, "name", None),
+        "fitted": _fitted(predictor),
+    }
+    if isinstance(predictor, GradientBoostingPredictor):
+        if not predictor.models_:
+            raise PredictorError("the gbm predictor is not fitted; call fit first")
+        models = path.with_suffix(MODELS_SUFFIX)
+        data = skops.io.dumps(predictor.models_, compression=zipfile.ZIP_DEFLATED)
+        write_atomic(models, data)
+        record["fitted"]["models_file"] = models.name
+    write_atomic(path, json.dumps(record, indent=1) + "\n")
     return path
 
 
-def load_predictor(path: Path) -> Any:
+def _read_record(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise PredictorError(f"no fitted predictor at {path}")
     try:
-        return pickle.loads(path.read_bytes())
-    except Exception as e:  # unpickling can raise nearly anything
-        raise PredictorError(f"{path}: cannot load the predictor ({type(e).__name__})") from None
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PredictorError(f"{path}: not a predictor file (JSON: {e})") from None
+    if not isinstance(record, dict) or record.get("format") != PREDICTOR_FORMAT:
+        raise PredictorError(f"{path}: not a predictor file (format is not {PREDICTOR_FORMAT!r})")
+    if record.get("version") != PREDICTOR_VERSION or record.get("kind") not in PREDICTOR_KINDS:
+        raise PredictorError(
+            f"{path}: predictor version {record.get('version')!r} kind {record.get('kind')!r}; "
+            f"this project reads version {PREDICTOR_VERSION}, kinds {', '.join(PREDICTOR_KINDS)}"
+        )
+    return record
+
+
+def _load_models(path: Path) -> dict[str, Any]:
+    """A gbm models file, refused when it holds a type outside the trusted list."""
+    import skops.io
+
+    if not path.is_file():
+        raise PredictorError(f"the gbm models file {path} is missing; fit the predictor again")
+    try:
+        data = path.read_bytes()
+        untrusted = skops.io.get_untrusted_types(data=data)
+        strange = sorted(set(untrusted) - set(TRUSTED_MODEL_TYPES))
+        if strange:
+            raise PredictorError(f"{path}: holds types this project does not load: {strange}")
+        models: dict[str, Any] = skops.io.loads(data, trusted=list(untrusted))
+    except PredictorError:
+        raise
+    except Exception as e:  # skops and zipfile raise many types on a damaged file
+        raise PredictorError(f"{path}: cannot read the gbm models ({type(e).__name__})") from None
+    if not isinstance(models, dict) or set(models) != {"mean", "low", "high"}:
+        raise PredictorError(f"{path}: expected the models mean, low and high")
+    return models
+
+
+def load_predictor(path: Path, space: Any, deployment: Deployment) -> Any:
+    """A predictor saved by `save_predictor`, for `space` at `deployment`; never unpickles.
+
+    Raises:
+        PredictorError: the file is missing, not a predictor file, or damaged.
+    """
+    record = _read_record(path)
+    fitted = record.get("fitted") or {}
+    predictor: Any
+    try:
+        if record["kind"] == "lut":
+            predictor = LookupTablePredictor(load_table(fitted["table"]), space, deployment)
+            predictor.coef_ = np.asarray(fitted["coef"], dtype=np.float64)
+            predictor.intercept_ = float(fitted["intercept"])
+            predictor.residual_rel_std_ = float(fitted["residual_rel_std"])
+            predictor.n_fit_ = int(fitted["n_fit"])
+        elif record["kind"] == "flops":
+            predictor = FlopsPredictor(space, deployment)
+            predictor.k_ = float(fitted["k"])
+            predictor.residual_rel_std_ = float(fitted["residual_rel_std"])
+        else:
+            predictor = GradientBoostingPredictor(
+                space, n_estimators=int(fitted["n_estimators"]), seed=int(fitted["seed"])
+            )
+            predictor.models_ = _load_models(path.with_name(str(fitted["models_file"])))
+        device = record.get("device")
+        predictor.device_ = Device.from_dict(device) if device else None
+    except (KeyError, TypeError, ValueError) as e:
+        raise PredictorError(
+            f"{path}: malformed predictor file ({type(e).__name__}: {e})"
+        ) from None
+    return predictor

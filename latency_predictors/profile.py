@@ -12,17 +12,20 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from hwnas_base.errors import LatencyError, TableError
+from hwnas_base.progress import PhaseProgress, quiet
 from latency_predictors.backends import LatencyBackend, LatencyResult
+from latency_predictors.deployment import Deployment
+from latency_predictors.onnx_export import export_onnx
 from latency_predictors.table import Calibration, write_table
-from nas.errors import LatencyError, TableError
-from nas.onnx_io import export_onnx
-from nas.progress import PhaseProgress, quiet
 from search_spaces.efficientnet.operators import OperatorKey
 
 
@@ -106,31 +109,18 @@ def profile_space(
     if out.suffix != ".csv":
         raise TableError(f"--out {out}: a latency table is written as a .csv file")
     device = backend.device
-    batch = device.batch_size
-    deployment = {"batch_size": batch, "channels": in_chans, "num_classes": num_classes}
-    space_meta = {"name": space.name, "config": space_config}
+    deployment = Deployment(device.batch_size, in_chans, num_classes)
     header = {
         "device": device.to_dict(),
-        "space": space_meta,
-        "deployment": deployment,
+        "space": {"name": space.name, "config": space_config},
+        "deployment": asdict(deployment),
         "calibration": calibration,
         "seed": seed,
     }
     partial = partial_path(out)
     records = _read_partial(partial, header)
-    done_ops = {OperatorKey(*r["key"]) for r in records if r["kind"] == "op"}
-    done_cal = {r["candidate"] for r in records if r["kind"] == "calibration"}
-
-    covering = list(space.covering_candidates())
-    keys: set[OperatorKey] = set()
-    for i, cand in enumerate(covering):
-        progress("listing operators", i, len(covering))
-        keys.update(op.key for op in space.operators(cand, num_classes, in_chans))
-    progress("listing operators", len(covering), len(covering))
     rng = np.random.default_rng(seed)
     calibration_set = [space.sample(rng) for _ in range(calibration)]
-    total = len(keys) + len(calibration_set)
-
     out.parent.mkdir(parents=True, exist_ok=True)
     with partial.open("a", encoding="utf-8") as log:
         if not records:
@@ -141,31 +131,71 @@ def profile_space(
             log.write(json.dumps(item) + "\n")
             log.flush()
 
-        done = len(done_ops) + len(done_cal)
-        for cand in covering:
-            for op in space.operators(cand, num_classes, in_chans):
-                if op.key in done_ops:  # measured already, here or in an interrupted run
-                    continue
-                progress(f"operators on {device.name}", done, total)
-                start = time.perf_counter()
-                result = _measure(backend, op.module, op.input_shape(batch), op.key.op)
-                record({"kind": "op", "key": list(op.key.as_tuple()), **_stats(result, start)})
-                done_ops.add(op.key)
-                done += 1
-        for cand in calibration_set:
-            text = space.encode(cand)
-            if text in done_cal:
-                continue
-            progress(f"whole candidates on {device.name}", done, total)
-            start = time.perf_counter()
-            model = space.build(cand, num_classes, in_chans)
-            side = space.resolution(cand)
-            result = _measure(backend, model, (batch, in_chans, side, side), "a candidate")
-            record({"kind": "calibration", "candidate": text, **_stats(result, start)})
-            done_cal.add(text)
-            done += 1
-        progress(f"profiled {device.name}", total, total)
+        _measure_all(space, backend, deployment, calibration_set, records, record, progress)
+    _write(out, records, device, header)
+    partial.unlink()
+    return out
 
+
+def _operator_count(space: Any, covering: list[Any], deployment: Deployment, progress: Any) -> int:
+    """How many distinct operators the covering candidates hold."""
+    keys: set[OperatorKey] = set()
+    for i, cand in enumerate(covering):
+        progress("listing operators", i, len(covering))
+        keys.update(
+            op.key for op in space.operators(cand, deployment.num_classes, deployment.channels)
+        )
+    progress("listing operators", len(covering), len(covering))
+    return len(keys)
+
+
+def _measure_all(
+    space: Any,
+    backend: LatencyBackend,
+    deployment: Deployment,
+    calibration_set: list[Any],
+    records: list[dict[str, Any]],
+    record: Callable[[dict[str, Any]], None],
+    progress: PhaseProgress,
+) -> None:
+    """Time every operator and calibration candidate that `records` does not hold yet.
+
+    Operators are built afresh per covering candidate rather than all kept at once: a space
+    has thousands, and their modules together would take gigabytes.
+    """
+    done_ops = {OperatorKey(*r["key"]) for r in records if r["kind"] == "op"}
+    done_cal = {r["candidate"] for r in records if r["kind"] == "calibration"}
+    covering = list(space.covering_candidates())
+    name = backend.device.name
+    total = _operator_count(space, covering, deployment, progress) + len(calibration_set)
+    done = len(done_ops) + len(done_cal)
+    for cand in covering:
+        for op in space.operators(cand, deployment.num_classes, deployment.channels):
+            if op.key in done_ops:  # measured already, here or in an interrupted run
+                continue
+            progress(f"operators on {name}", done, total)
+            start = time.perf_counter()
+            shape = op.input_shape(deployment.batch_size)
+            result = _measure(backend, op.module, shape, op.key.op)
+            record({"kind": "op", "key": list(op.key.as_tuple()), **_stats(result, start)})
+            done_ops.add(op.key)
+            done += 1
+    for cand in calibration_set:
+        text = space.encode(cand)
+        if text in done_cal:
+            continue
+        progress(f"whole candidates on {name}", done, total)
+        start = time.perf_counter()
+        model = space.build(cand, deployment.num_classes, deployment.channels)
+        shape = deployment.shape(space.resolution(cand))
+        result = _measure(backend, model, shape, "a candidate")
+        record({"kind": "calibration", "candidate": text, **_stats(result, start)})
+        done_cal.add(text)
+        done += 1
+    progress(f"profiled {name}", total, total)
+
+
+def _write(out: Path, records: list[dict[str, Any]], device: Any, header: dict[str, Any]) -> None:
     rows = [
         {
             **dict(zip(OperatorKey.columns(), r["key"], strict=True)),
@@ -184,10 +214,8 @@ def profile_space(
         out,
         rows,
         device=device,
-        space=space_meta,
-        deployment=deployment,
+        space=header["space"],
+        deployment=header["deployment"],
         calibration=cal,
         profile_seconds=round(sum(r.get("seconds", 0.0) for r in records), 1),
     )
-    partial.unlink()
-    return out

@@ -1,8 +1,9 @@
 """Where a search gets each candidate's latency: measured, predicted, or both (hybrid).
 
-`latency_source(config, space, runs_dir)` turns a run config's ``latency`` section into one of
-the three, after checking everything it can before any training: that the device exists, that
-a table fits the device and covers the space, that a learned predictor has been fitted.
+The three sources share one call: ``source(candidate, model=None) -> (result, cached)``. This
+module builds them from plain values (a backend, a deployment shape, a table or a fitted
+predictor) and finds the files they read: a device's latency table, a fitted predictor, the
+latency cache. Turning a run config into a source is `nas`'s part.
 """
 
 from __future__ import annotations
@@ -10,27 +11,21 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from torch import nn
 
+from hwnas_base.errors import TableError
 from latency_predictors.backends import LatencyBackend, LatencyResult
 from latency_predictors.cache import LatencyCache
+from latency_predictors.deployment import Deployment
 from latency_predictors.device import Device
-from latency_predictors.devices import (
-    BUILTIN_DEVICES,
-    TABLES_DIR,
-    config_backend,
-    precision_device,
-)
+from latency_predictors.devices import BUILTIN_DEVICES, TABLES_DIR
 from latency_predictors.measure import measure_candidate
-from latency_predictors.predictors import LookupTablePredictor, load_predictor
+from latency_predictors.predictors import PREDICTOR_SUFFIX, LookupTablePredictor
 from latency_predictors.table import LatencyTable, find_tables, load_table
-from nas.config import DeploymentConfig, RunConfig
-from nas.errors import PredictorError, TableError
 
 LATENCY_CACHE = Path(".cache") / "latency.sqlite"
 PREDICTORS_DIR = "predictors"
@@ -52,7 +47,7 @@ class MeasuredLatency:
         self,
         space: Any,
         backend: LatencyBackend,
-        deployment: DeploymentConfig,
+        deployment: Deployment,
         cache: LatencyCache | None,
     ) -> None:
         self.space, self.backend, self.deployment, self.cache = space, backend, deployment, cache
@@ -134,7 +129,7 @@ def predictor_path(
         Path(runs_dir)
         / PREDICTORS_DIR
         / device
-        / f"{space_id(space_name, space_config)}-{kind}.pkl"
+        / f"{space_id(space_name, space_config)}-{kind}{PREDICTOR_SUFFIX}"
     )
 
 
@@ -160,138 +155,63 @@ def find_device_table(
     return matches[0] if matches else None
 
 
-def check_table_device(table: LatencyTable, config: RunConfig) -> None:
-    """`TableError` when the table's device identity contradicts the run config."""
-    lat, dev = config.latency, table.device
+def check_table_device(
+    table: LatencyTable, *, device: str, threads: int, deployment: Deployment
+) -> None:
+    """`TableError` when the table's device identity contradicts what a search asks for.
+
+    Args:
+        table: The loaded table.
+        device: The device the search targets.
+        threads: The runtime threads the search measures with.
+        deployment: The deployment shape the search times at.
+    """
+    dev = table.device
     problems = []
-    if dev.name != lat.device:
-        problems.append(f"device {dev.name!r}, the config asks for {lat.device!r}")
-    if dev.batch_size != config.deployment.batch_size:
+    if dev.name != device:
+        problems.append(f"device {dev.name!r}, the config asks for {device!r}")
+    if dev.batch_size != deployment.batch_size:
         problems.append(
-            f"batch size {dev.batch_size}, the config deploys at {config.deployment.batch_size}"
+            f"batch size {dev.batch_size}, the config deploys at {deployment.batch_size}"
         )
-    builtin = BUILTIN_DEVICES.get(lat.device)
+    builtin = BUILTIN_DEVICES.get(device)
     if builtin is not None:
         if dev.precision != builtin.precision or dev.runtime != builtin.backend:
             problems.append(
-                f"{dev.runtime} {dev.precision}; {lat.device} is {builtin.backend} "
-                f"{builtin.precision}"
+                f"{dev.runtime} {dev.precision}; {device} is {builtin.backend} {builtin.precision}"
             )
-        if dev.threads != lat.threads:
-            problems.append(f"{dev.threads} threads, the config asks for {lat.threads}")
+        if dev.threads != threads:
+            problems.append(f"{dev.threads} threads, the config asks for {threads}")
     dep = table.deployment
     if dep and (dep.get("channels"), dep.get("num_classes")) != (
-        config.deployment.channels,
-        config.deployment.num_classes,
+        deployment.channels,
+        deployment.num_classes,
     ):
         problems.append(
             f"deployment {dep.get('channels')} channels / {dep.get('num_classes')} classes, the "
-            f"config has {config.deployment.channels} / {config.deployment.num_classes}"
+            f"config has {deployment.channels} / {deployment.num_classes}"
         )
     if problems:
         raise TableError(f"latency table {table.path}: measured for " + "; ".join(problems))
 
 
-def lookup_predictor(config: RunConfig, space: Any) -> tuple[LookupTablePredictor, LatencyTable]:
-    """The config's table, checked against the device and space, with its correction fitted."""
-    lat = config.latency
-    path = lat.table or find_device_table(
-        lat.device, space.name, config.space.model_dump(mode="json")
-    )
-    if path is None:
-        raise TableError(
-            f"no latency table for device {lat.device!r} and space {space.name!r} in "
-            f"{TABLES_DIR}; profile one with `nas latency profile --device {lat.device} "
-            "--config CONFIG` or set latency.table to a table's path"
-        )
+def table_predictor(
+    path: Path, space: Any, deployment: Deployment, *, device: str, threads: int
+) -> tuple[LookupTablePredictor, LatencyTable]:
+    """The table at `path`, checked against the device and space, with its correction fitted.
+
+    Raises:
+        TableError: the table is malformed, measured for another device or shape, or lacks an
+            operator of `space`.
+        PredictorError: the table holds too few whole-model measurements to fit the correction.
+    """
     table = load_table(path)
-    check_table_device(table, config)
-    predictor = LookupTablePredictor(table, space, config.deployment)
+    check_table_device(table, device=device, threads=threads, deployment=deployment)
+    predictor = LookupTablePredictor(table, space, deployment)
     predictor.check_space(list(space.covering_candidates()))
     return predictor.fit_calibration(), table
 
 
-# (run config, device name or None for the config's) -> a measurement backend. Measuring on
-# another machine (a Ray node that carries the device) is a different factory.
-BackendFactory = Callable[[RunConfig, str | None], LatencyBackend]
-
-
-def latency_source(
-    config: RunConfig, space: Any, runs_dir: Path, backend: BackendFactory = config_backend
-) -> LatencySource:
-    """The latency source a run config describes; errors before any work if it cannot be had."""
-    lat = config.latency
-    measured: MeasuredLatency | None = None
-    if lat.mode != "predicted":
-        # With compression the device names the runtime; the search's reference (and early
-        # stopping's latency) is the fp32 parent on it.
-        parent = precision_device(lat.device, "fp32") if config.compression.enabled else None
-        cache = latency_cache(runs_dir)
-        measured = MeasuredLatency(space, backend(config, parent), config.deployment, cache)
-        if lat.mode == "measured":
-            return measured
-    if lat.predictor == "lut":
-        predictor, table = lookup_predictor(config, space)
-        device = table.device
-        if measured is not None and table.device.hardware != measured.device.hardware:
-            raise TableError(
-                f"latency table {table.path}: profiled on {table.device.hardware}, but hybrid "
-                f"mode measures on {measured.device.hardware}; profile this machine"
-            )
-        description = (
-            f"predicted by the lookup table {table.path.name} ({len(table)} operators, "
-            f"correction fitted on {predictor.n_fit_} whole models)"
-        )
-    else:
-        path = predictor_path(
-            runs_dir, lat.device, space.name, config.space.model_dump(mode="json"), "gbm"
-        )
-        if not path.is_file():
-            raise PredictorError(
-                f"no fitted gbm predictor for {lat.device} and this space at {path}; fit one "
-                f"with `nas latency evaluate --device {lat.device} --predictor gbm --config "
-                "CONFIG`"
-            )
-        predictor = load_predictor(path)
-        # The identity the predictor was fitted for, saved by `nas latency evaluate`.
-        device = getattr(predictor, "device_", None) or _device_of(lat.device, config)
-        description = f"predicted by the gbm predictor {path}"
-    if measured is None and lat.device in BUILTIN_DEVICES:
-        description += "; not measured (latency.mode: predicted)"
-    elif measured is None:
-        description += f"; {lat.device} has no backend on this machine, so nothing was measured"
-    predicted = PredictedLatency(predictor, device, description)
-    if measured is None:
-        return predicted
-    return HybridLatency(predicted, measured, lat.hybrid_max_uncertainty)
-
-
-def precision_backends(
-    config: RunConfig, backend: BackendFactory = config_backend
-) -> dict[str, LatencyBackend]:
-    """One measurement backend per precision of a compression search, on the device's runtime.
-
-    Raises:
-        LatencyError: a precision the runtime cannot run (or this machine cannot measure).
-    """
-    return {
-        p: backend(config, precision_device(config.latency.device, p))
-        for p in config.compression.quantization.precisions
-    }
-
-
 def latency_cache(runs_dir: Path) -> LatencyCache:
+    """The latency cache shared by every run under `runs_dir`."""
     return LatencyCache(Path(runs_dir) / LATENCY_CACHE)
-
-
-def _device_of(name: str, config: RunConfig) -> Device:
-    spec = BUILTIN_DEVICES.get(name)
-    return Device(
-        name=name,
-        hardware="unknown",
-        runtime=spec.backend if spec else "unknown",
-        runtime_version="unknown",
-        precision=spec.precision if spec else "unknown",
-        batch_size=config.deployment.batch_size,
-        threads=config.latency.threads,
-    )

@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hwnas_base.errors import TableError
+from hwnas_base.io import write_atomic
 from latency_predictors.device import Device
-from nas.errors import TableError
-from nas.run import write_atomic
 from search_spaces.efficientnet.operators import OperatorKey
 
 FORMAT = "hwnas-latency-table"
@@ -104,13 +104,8 @@ def _fail(path: Path, problem: str) -> TableError:
     return TableError(f"latency table {path}: {problem}")
 
 
-def load_table(path: str | Path) -> LatencyTable:
-    """Read and validate a table and its side file; `TableError` names the file and problem."""
-    path = Path(path)
-    if path.suffix != ".csv":
-        raise _fail(path, "a latency table is a .csv file with a .json side file")
-    if not path.is_file():
-        raise _fail(path, "file not found")
+def _read_metadata(path: Path) -> dict[str, Any]:
+    """The side file of `path`, its format, version and unit checked."""
     meta_path = metadata_path(path)
     if not meta_path.is_file():
         raise _fail(path, f"metadata side file {meta_path.name} not found")
@@ -124,10 +119,11 @@ def load_table(path: str | Path) -> LatencyTable:
         raise _fail(path, f"format version {meta.get('version')!r} unsupported; expected {VERSION}")
     if meta.get("unit") != UNIT:
         raise _fail(path, f"unit {meta.get('unit')!r} unsupported; latencies must be in {UNIT!r}")
-    try:
-        device = Device.from_dict(meta["device"])
-    except (KeyError, TypeError) as e:
-        raise _fail(path, f"metadata device identity is incomplete ({e})") from None
+    return meta
+
+
+def _read_frame(path: Path, precision: str) -> pd.DataFrame:
+    """The operator rows of `path`: every column present, typed, finite, positive, unique."""
     try:
         frame = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
@@ -160,18 +156,20 @@ def load_table(path: str | Path) -> LatencyTable:
             row = int(np.flatnonzero(low.to_numpy())[0])
             raise _fail(path, f"row {row + 2}: {col} = {frame[col].iloc[row]} must be positive")
     precisions = set(frame["precision"].astype(str))
-    if precisions != {device.precision}:
-        raise _fail(
-            path, f"precision column holds {sorted(precisions)}; the device is {device.precision}"
-        )
+    if precisions != {precision}:
+        raise _fail(path, f"precision column holds {sorted(precisions)}; the device is {precision}")
     frame["act"] = frame["act"].astype(str)
     frame["op"] = frame["op"].astype(str)
     dupes = frame.duplicated(list(KEY_COLUMNS))
     if dupes.any():
         row = int(np.flatnonzero(dupes.to_numpy())[0])
         raise _fail(path, f"row {row + 2} repeats an operator configuration")
+    return frame
+
+
+def _read_calibration(path: Path, items: list[Any]) -> list[Calibration]:
     calibration = []
-    for i, item in enumerate(meta.get("calibration", [])):
+    for i, item in enumerate(items):
         try:
             cal = Calibration(**item)
         except TypeError as e:
@@ -179,13 +177,28 @@ def load_table(path: str | Path) -> LatencyTable:
         if not (math.isfinite(cal.p50_ms) and cal.p50_ms > 0):
             raise _fail(path, f"calibration[{i}] p50_ms = {cal.p50_ms} must be positive")
         calibration.append(cal)
+    return calibration
+
+
+def load_table(path: str | Path) -> LatencyTable:
+    """Read and validate a table and its side file; `TableError` names the file and problem."""
+    path = Path(path)
+    if path.suffix != ".csv":
+        raise _fail(path, "a latency table is a .csv file with a .json side file")
+    if not path.is_file():
+        raise _fail(path, "file not found")
+    meta = _read_metadata(path)
+    try:
+        device = Device.from_dict(meta["device"])
+    except (KeyError, TypeError) as e:
+        raise _fail(path, f"metadata device identity is incomplete ({e})") from None
     return LatencyTable(
         path=path,
         device=device,
         space=dict(meta.get("space") or {}),
         deployment=dict(meta.get("deployment") or {}),
-        frame=frame,
-        calibration=calibration,
+        frame=_read_frame(path, device.precision),
+        calibration=_read_calibration(path, meta.get("calibration", [])),
     )
 
 

@@ -57,7 +57,8 @@ class TableFormat(StrEnum):
 
 
 def _print_front(front: Any, fmt: TableFormat) -> None:
-    from nas.report import TRIAL_COLUMNS, front_records
+    from nas.record import TRIAL_COLUMNS
+    from nas.report.tables import front_records
 
     if fmt is TableFormat.csv:
         sys.stdout.write(front[TRIAL_COLUMNS].to_csv(index=False))
@@ -154,18 +155,17 @@ def search(
     from nas import api
     from nas.progress import RichReporter
 
-    result = api.search(
-        config,
+    options = api.SearchOptions(
+        config=config,
         name=name,
         n_trials=trials,
         timeout=timeout,
         runs_dir=runs_dir,
-        reporter=RichReporter(err),
         backend=backend.value,
         address=address,
         storage=storage,
     )
-    _print_summary(result)
+    _print_summary(api.search(options, RichReporter(err)))
 
 
 @app.command()
@@ -192,9 +192,8 @@ def worker(
     from nas import api
     from nas.progress import RichReporter
 
-    _print_summary(
-        api.worker(run_dir, n_trials=trials, timeout=timeout, reporter=RichReporter(err))
-    )
+    options = api.WorkerOptions(run_dir=run_dir, n_trials=trials, timeout=timeout)
+    _print_summary(api.worker(options, RichReporter(err)))
 
 
 def _print_summary(result: Any) -> None:
@@ -243,14 +242,8 @@ def train(
     from nas import api
 
     with _progress("training interrupted; rerun the same command to resume") as progress:
-        record = api.train(
-            run_dir,
-            trial=trial,
-            epochs=epochs,
-            train_size=train_size,
-            force=force,
-            progress=progress,
-        )
+        options = api.TrainOptions(trial=trial, epochs=epochs, train_size=train_size, force=force)
+        record = api.train(run_dir, options, progress)
     ident = record["identity"]
     out.print(
         f"trial {trial}: {ident['epochs']} epochs on {record['train_images']} images, validation "
@@ -308,19 +301,18 @@ def export(
     from nas import api
 
     with _progress() as progress:
-        path = api.export(
-            run_dir,
+        options = api.ExportOptions(
             out=out_dir,
             trial=trial,
             candidate=candidate,
-            fmt=format.value if format else None,
+            format=format.value if format else None,
             precision=precision,
             dynamic_batch=dynamic_batch,
             weights=weights.value,
             force=force,
             min_agreement=min_agreement,
-            progress=progress,
         )
+        path = api.export(run_dir, options, progress)
     card = json.loads((path / "model_card.json").read_text())
     for name, info in card["files"].items():
         p = info["parity"]
@@ -352,9 +344,9 @@ def profile(
 ) -> None:
     """Per-layer latency breakdown of an exported model from its runtime's profiler; writes
     profile.csv and profile.html into MODEL_DIR."""
-    from nas.layer_profile import profile_model
+    from nas import api
 
-    result = profile_model(model_dir, runs=runs, threads=threads)
+    result = api.profile_layers(model_dir, runs=runs, threads=threads)
     table = Table(title=result["title"])
     for col in ("layer", "op type", "us", "share"):
         table.add_column(col, justify="left" if col in ("layer", "op type") else "right")
@@ -386,18 +378,18 @@ def compare(
 ) -> None:
     """A/B test exported variants on the same data and machine: latency ratio with a bootstrap
     95 % interval, accuracy difference with an exact McNemar test, size and peak memory."""
-    from nas.compare import compare as run_compare
+    from nas import api
 
+    options = api.CompareOptions(
+        variants=tuple(variants),
+        with_baseline=baseline,
+        rounds=rounds,
+        repeats=repeats,
+        threads=threads,
+        report=report,
+    )
     with _progress() as progress:
-        table = run_compare(
-            variants,
-            with_baseline=baseline,
-            rounds=rounds,
-            repeats=repeats,
-            threads=threads,
-            report=report,
-            progress=progress,
-        )
+        table = api.compare(options, progress)
     view = Table(title=f"A/B comparison (reference: {variants[0]})")
     for col in (
         "variant",
@@ -471,14 +463,10 @@ def latency_profile(
     with _progress(
         "profile interrupted; what was measured is kept, rerun the same command to resume"
     ) as progress:
-        path = api.profile_device(
-            device,
-            config_path=config,
-            space_name=space,
-            out=out_path,
-            calibration=calibration,
-            progress=progress,
+        options = api.ProfileOptions(
+            device=device, config=config, space=space, out=out_path, calibration=calibration
         )
+        path = api.profile_device(options, progress)
     out.print(f"latency table: {path} (metadata {path.with_suffix('.json')})", highlight=False)
 
 
@@ -507,17 +495,17 @@ def latency_evaluate(
     from nas import api
 
     with _progress() as progress:
-        report = api.evaluate_predictor(
-            device,
-            predictor.value,
-            config_path=config,
-            space_name=space,
+        options = api.PredictorEvaluation(
+            device=device,
+            kind=predictor.value,
+            config=config,
+            space=space,
             n_test=test,
             n_fit=fit,
             seed=seed,
             runs_dir=runs_dir,
-            progress=progress,
         )
+        report = api.evaluate_predictor(options, progress)
     table = Table(
         title=f"{predictor.value} on {device}: {report['n_test']} held-out candidates, "
         f"fitted on {report['n_fit']}"

@@ -1,7 +1,9 @@
 """Run configuration: typed models loaded from ``configs/*.yaml``.
 
 Every model forbids unknown keys, so a typo fails at load time with the field path and the keys
-that are allowed there. Nothing is read from environment variables.
+that are allowed there. Nothing is read from environment variables. Parsing checks each section
+on its own terms; whether the seed candidates lie in the space is checked once, when a search
+is prepared (`nas.search.session.check_seeds`), not on every parse.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from latency_predictors.deployment import Deployment
 from nas.errors import ConfigError
 from search_spaces.efficientnet.config import EfficientNetSpaceConfig
 
@@ -75,6 +78,10 @@ class DeploymentConfig(_Strict):
     batch_size: int = Field(1, ge=1, le=4096)
     channels: int = Field(3, ge=1, le=64)
     num_classes: int = Field(1000, ge=1)
+
+    def target(self) -> Deployment:
+        """The same shape as the plain value that `latency_predictors` takes."""
+        return Deployment(self.batch_size, self.channels, self.num_classes)
 
 
 class LatencyConfig(_Strict):
@@ -336,18 +343,7 @@ class RunConfig(_Strict):
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 
     @model_validator(mode="after")
-    def _seeds_in_space(self) -> RunConfig:
-        from nas.compression import CompressionSpace
-        from search_spaces import get_space
-
-        space = get_space(self.space.name, self.space)
-        compression = CompressionSpace(self.compression, len(getattr(space, "base", ())))
-        for i, text in enumerate(self.search.seed_candidates):
-            try:
-                arch, _ = compression.split(text)
-                space.to_params(space.decode(arch))
-            except ValueError as e:
-                raise ValueError(f"search.seed_candidates[{i}]: {e}") from None
+    def _compression_is_measured(self) -> RunConfig:
         if self.compression.enabled and self.latency.mode != "measured":
             raise ValueError(
                 "compression: pruned or quantized candidates are scored on their measured "

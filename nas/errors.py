@@ -1,41 +1,51 @@
 """One error hierarchy for the project, rooted in `NASError`.
 
-Each subclass also inherits the matching builtin, so callers that catch `ValueError` or
-`KeyError` keep working. The CLI turns any `NASError` into one line on stderr and exit code 2.
+The root and the errors that `search_spaces` and `latency_predictors` raise live in
+`hwnas_base.errors` (those packages do not import `nas`); they are re-exported here beside the
+errors only `nas` raises, so `from nas.errors import ...` finds every one. Each subclass also
+inherits the matching builtin, so callers that catch `ValueError` or `KeyError` keep working.
+The CLI turns any `NASError` into one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
 
+from hwnas_base.errors import (
+    CompressionError,
+    ExportError,
+    LatencyError,
+    NASError,
+    PredictorError,
+    TableError,
+    UnknownSpaceError,
+)
 
-class NASError(Exception):
-    """Base of every error the project raises on purpose."""
+__all__ = [
+    "CompressionError",
+    "ConfigError",
+    "DatasetError",
+    "ExportError",
+    "LatencyError",
+    "NASError",
+    "PredictorError",
+    "RunError",
+    "SearchError",
+    "TableError",
+    "TrainingDivergedError",
+    "UnknownSpaceError",
+    "UnknownTrialError",
+]
 
 
 class ConfigError(NASError, ValueError):
     """A run config is missing, unreadable or invalid."""
 
 
-class UnknownSpaceError(NASError, KeyError):
-    """No search space is registered under the requested name."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else "unknown search space"
-
-
 class DatasetError(NASError, ValueError):
     """A dataset is missing, empty or malformed."""
 
 
-class CandidateError(NASError, ValueError):
-    """A candidate string cannot be read, or the candidate is outside the space."""
-
-
 class TrainingDivergedError(NASError, FloatingPointError):
     """Proxy training produced a non-finite loss."""
-
-
-class LatencyError(NASError, RuntimeError):
-    """A latency backend could not measure a model."""
 
 
 class RunError(NASError, ValueError):
@@ -51,19 +61,3 @@ class UnknownTrialError(RunError, KeyError):
 
 class SearchError(NASError, RuntimeError):
     """A search could not go on; the message says how to resume."""
-
-
-class ExportError(NASError, RuntimeError):
-    """An export failed or did not match the torch model; nothing was written."""
-
-
-class TableError(NASError, ValueError):
-    """A latency table is missing, malformed, or does not fit the device or search space."""
-
-
-class PredictorError(NASError, ValueError):
-    """A latency predictor is missing, unfitted, or asked for something it cannot predict."""
-
-
-class CompressionError(NASError, RuntimeError):
-    """Pruning, quantization or scoring of a compressed artifact failed."""

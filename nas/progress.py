@@ -1,8 +1,8 @@
-"""Search progress: trials done/total, elapsed and remaining time, front size, current phase."""
+"""Progress on the terminal: a bar per phase of long work, and the search's two bars (trials
+done/total with the front size, and the current trial's phase) with a line per trial."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Protocol
 
 from rich.console import Console
@@ -18,13 +18,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-# (phase description, done, total): how far the current piece of work is.
-PhaseProgress = Callable[[str, int, int], None]
-
-
-def quiet(_: str, __: int, ___: int) -> None:
-    """A `PhaseProgress` that reports nothing."""
-    return None
+from hwnas_base.progress import PhaseProgress
 
 
 def progress_bar(console: Console, *extra: ProgressColumn) -> Progress:

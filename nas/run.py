@@ -14,8 +14,6 @@ Layout of ``runs/NAME/``::
 from __future__ import annotations
 
 import fcntl
-import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ import yaml
 from nas.config import RunConfig, parse_config
 from nas.errors import RunError
 
+DEFAULT_RUNS_DIR = Path("runs")
 CONFIG_FILE = "config.yaml"
 STUDY_FILE = "study.db"
 # Fields that may change between invocations of one run without changing its meaning.
@@ -46,20 +45,6 @@ RESUMABLE_FIELDS = {
         )
     ),
 }
-
-
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write via a temporary file in the same folder and `os.replace`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are meant to be shared
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _differences(a: dict, b: dict, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

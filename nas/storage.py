@@ -1,4 +1,5 @@
-"""The study's Optuna storage: opening it, checking it answers, and the heartbeat of a trial.
+"""The study's Optuna storage: opening it, checking it answers, reading its trials, and the
+heartbeat of a trial.
 
 A run's study is an Optuna RDB storage: the run's own SQLite file by default, or a shared
 database (PostgreSQL) that workers on several machines open by URL. Workers record a heartbeat
@@ -23,9 +24,10 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.config import ClusterConfig
-from nas.errors import RunError
+from nas.errors import RunError, UnknownTrialError
+from nas.record import CANDIDATE, FAILURE_REASON, INTERRUPTED, RETRY_OF
+from nas.run import Run
 
-INTERRUPTED = "interrupted"
 CONNECT_TIMEOUT_S = 5
 
 
@@ -54,13 +56,13 @@ def fail_interrupted(study: optuna.Study, trial: FrozenTrial, reason: str) -> bo
     storage = study._storage
     try:
         storage.set_trial_user_attr(trial._trial_id, INTERRUPTED, True)
-        storage.set_trial_user_attr(trial._trial_id, "failure_reason", reason)
+        storage.set_trial_user_attr(trial._trial_id, FAILURE_REASON, reason)
         if not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
             return False
     except UpdateFinishedTrialError:
         return False
     if trial.params:
-        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+        study.enqueue_trial(trial.params, user_attrs={RETRY_OF: trial.number})
     return True
 
 
@@ -169,3 +171,53 @@ def heartbeat(
     finally:
         stop.set()
         thread.join()
+
+
+def load_study(run: Run) -> optuna.Study:
+    """The run's study, read from its storage."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.load_study(study_name=run.config().name, storage=run.storage_url)
+
+
+def find_trial(study: optuna.Study, *, number: int | None, candidate: str | None) -> FrozenTrial:
+    """The completed trial with `number`, or the first completed one with `candidate`.
+
+    Raises:
+        UnknownTrialError: the run holds no such trial.
+        RunError: the trial did not complete.
+    """
+    trials = study.get_trials(deepcopy=False)
+    if number is not None:
+        match = [t for t in trials if t.number == number]
+        if not match:
+            last = f"0..{len(trials) - 1}" if trials else "none"
+            raise UnknownTrialError(f"trial {number} not in run (trials: {last})")
+        trial = match[0]
+    else:
+        match = [
+            t
+            for t in trials
+            if t.user_attrs.get(CANDIDATE) == candidate and t.state.name == "COMPLETE"
+        ]
+        if not match:
+            raise UnknownTrialError(f"no completed trial has candidate {candidate!r}")
+        trial = match[0]
+    if trial.state.name != "COMPLETE":
+        why = trial.user_attrs.get(FAILURE_REASON, "")
+        raise RunError(
+            f"trial {trial.number} is {trial.state.name}"
+            f"{': ' + why if why else ''}; export a completed trial"
+        )
+    return trial
+
+
+def is_finished(trial: FrozenTrial) -> bool:
+    """Counts toward the target: completed, stopped early, or failed other than by interruption."""
+    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return True
+    return trial.state == TrialState.FAIL and not trial.user_attrs.get(INTERRUPTED, False)
+
+
+def is_active(trial: FrozenTrial) -> bool:
+    """Finished, or running now: holds one of the target's places."""
+    return is_finished(trial) or trial.state == TrialState.RUNNING

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from nas.errors import UnknownSpaceError
+from hwnas_base.errors import UnknownSpaceError
 from search_spaces.base import SearchSpace
 
 SpaceFactory = Callable[[Any], SearchSpace]

@@ -12,6 +12,10 @@ from typing import Any
 import pytest
 import yaml
 
+from latency_predictors.deployment import Deployment
+from search_spaces import SearchSpace, get_space
+from search_spaces.efficientnet import EfficientNetSpaceConfig
+
 REPO = Path(__file__).resolve().parents[1]
 
 # A search that runs in seconds: digits (8x8), 1 epoch, a narrow space, a small deployment shape.
@@ -35,6 +39,14 @@ SMALL_CONFIG: dict[str, Any] = {
     "latency": {"warmup": 1, "repeats": 3},
     "search": {"n_trials": 3, "sampler": "random"},
 }
+
+
+# SMALL_CONFIG's space and deployment shape as the plain values the standalone packages take.
+SMALL_DEPLOYMENT = Deployment(batch_size=1, channels=3, num_classes=10)
+
+
+def small_space() -> SearchSpace:
+    return get_space("efficientnet", EfficientNetSpaceConfig.model_validate(SMALL_CONFIG["space"]))
 
 
 def deep_update(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:

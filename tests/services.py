@@ -40,11 +40,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
-    """Poll until `predicate()` is truthy; its value, or AssertionError naming `what`."""
+def wait_for(
+    predicate,
+    timeout: float,
+    what: str,
+    interval: float = 0.5,
+    tolerate: tuple[type[BaseException], ...] = (),
+):
+    """Poll until `predicate()` is truthy; its value, or AssertionError naming `what`.
+
+    Exceptions of the types in `tolerate` count as "not yet": a predicate that reads a file
+    another process is writing (a study database that exists before its study is in it) may
+    meet it half-written.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        value = predicate()
+        try:
+            value = predicate()
+        except tolerate:
+            value = None
         if value:
             return value
         time.sleep(interval)

@@ -16,6 +16,7 @@ from latency_predictors.backends.base import (
     time_calls,
 )
 from latency_predictors.device import Device, cpu_description
+from latency_predictors.quantize import quantize_for_timing
 
 PRECISIONS = ("fp32", "int8")
 
@@ -89,23 +90,3 @@ class OnnxRuntimeBackend:
         except Exception as e:  # onnxruntime raises its own exception types
             return LatencyResult.failed(self._device, f"{type(e).__name__}: {e}", self.warmup)
         return summarize(times, self._device, self.warmup)
-
-
-def quantize_for_timing(
-    onnx_path: Path, input_shape: tuple[int, ...], out: Path, *, batches: int = 4
-) -> Path:
-    """Static int8 QDQ quantization of an ONNX model, calibrated on random inputs.
-
-    The weights and activation ranges are real (from the model and random data); the result is
-    for timing only, never for accuracy.
-    """
-    import torch
-
-    from nas.config import QuantizationConfig
-    from nas.quantization import quantize_int8
-
-    rng = np.random.default_rng(0)
-    shape = (batches * input_shape[0], *input_shape[1:])
-    images = torch.from_numpy(rng.standard_normal(shape).astype(np.float32))
-    cfg = QuantizationConfig(calibration_batches=batches, calibration_batch_size=input_shape[0])
-    return quantize_int8(onnx_path, out, images, cfg)

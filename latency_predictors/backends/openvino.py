@@ -23,10 +23,25 @@ from latency_predictors.backends.base import (
     summarize,
     time_calls,
 )
-from latency_predictors.backends.onnxruntime import quantize_for_timing
 from latency_predictors.device import Device, cpu_description
+from latency_predictors.quantize import quantize_for_timing
 
 PRECISIONS = ("fp32", "bf16", "int8")
+
+
+def bf16_unavailable_reason() -> str | None:
+    """Why OpenVINO cannot run bf16 on this CPU (or is not installed), or None when it can."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return "the openvino backend needs the 'openvino' package: pip install -e '.[openvino]'"
+    caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    if "BF16" in caps:
+        return None
+    return (
+        f"this CPU has no bf16 support in OpenVINO (capabilities: {', '.join(caps)}); bf16 "
+        "needs AVX512-BF16 or AMX"
+    )
 
 
 class OpenVinoBackend:
@@ -54,11 +69,9 @@ class OpenVinoBackend:
         self._ov = ov
         self._core = ov.Core()
         if precision == "bf16":
-            caps = self._core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-            if "BF16" not in caps:
-                raise RuntimeError(
-                    f"this CPU has no bf16 support in OpenVINO (capabilities: {', '.join(caps)})"
-                )
+            reason = bf16_unavailable_reason()
+            if reason is not None:
+                raise RuntimeError(reason)
         self.threads, self.warmup, self.repeats = threads, warmup, repeats
         self.precision = precision
         self._device = Device(

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from search_spaces.base import Dimension, mutate_params, sample_params
+from search_spaces.flops import count_flops
 
 NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 EDGES = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))  # (to, from), in string order
@@ -216,7 +217,7 @@ class NB201Space:
         return [NB201Cell(ops) for ops in itertools.product(NB201_OPS, repeat=len(EDGES))]
 
     def flops(self, candidate: NB201Cell, num_classes: int = 10, in_chans: int = 3) -> int:
-        """FLOPs at 32x32 (as `nas.metrics.count_flops` counts them), from per-edge costs.
+        """FLOPs at 32x32 (as `search_spaces.flops.count_flops` counts them), from per-edge costs.
 
         Every edge of every cell in a stage sees the same shape, so FLOPs are a base cost plus
         a per-operation cost times how often the operation occurs; both are measured once.
@@ -227,8 +228,6 @@ class NB201Space:
 
 @cache
 def _flop_terms(num_classes: int, in_chans: int) -> tuple[int, dict[str, int]]:
-    from nas.metrics import count_flops
-
     def flops_of(op: str) -> int:
         net = NB201Network(NB201Cell((op,) * len(EDGES)), num_classes, in_chans)
         return count_flops(net, (1, in_chans, 32, 32))

@@ -11,7 +11,7 @@ import torch
 
 from latency_predictors import LatencyCache, make_backend
 from latency_predictors.backends.onnxruntime import OnnxRuntimeBackend
-from nas.onnx_io import export_onnx
+from latency_predictors.onnx_export import export_onnx
 
 
 @pytest.fixture(scope="module")

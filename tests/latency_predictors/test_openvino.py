@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from latency_predictors.devices import measurement_backend
-from nas.onnx_io import export_onnx
+from latency_predictors.onnx_export import export_onnx
 
 openvino = pytest.importorskip("openvino", reason="the openvino extra is not installed")
 

@@ -3,6 +3,8 @@ measurements, and few-shot prediction on the external NAS-Bench-201 table."""
 
 from __future__ import annotations
 
+import json
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,7 @@ import pandas as pd
 import pytest
 from scipy.stats import spearmanr
 
+from hwnas_base.errors import PredictorError
 from latency_predictors.devices import measurement_backend
 from latency_predictors.fewshot import FewShotPredictor
 from latency_predictors.measure import measure_candidates
@@ -18,12 +21,12 @@ from latency_predictors.predictors import (
     GradientBoostingPredictor,
     LookupTablePredictor,
     accuracy_report,
+    load_predictor,
+    save_predictor,
 )
 from latency_predictors.table import load_table
-from nas.config import parse_config
-from nas.errors import PredictorError
 from search_spaces import get_space
-from tests.conftest import REPO, SMALL_CONFIG
+from tests.conftest import REPO, SMALL_DEPLOYMENT, small_space
 
 NB201_TABLE = REPO.parent / "shared" / "bench" / "nb201" / "nb201.csv.gz"
 
@@ -41,20 +44,18 @@ def test_accuracy_report_by_hand() -> None:
 @pytest.fixture(scope="module")
 def measured_small() -> tuple[list, np.ndarray]:
     """40 random candidates of the small space, timed for real in ONNX Runtime."""
-    config = parse_config(SMALL_CONFIG, source="test")
-    space = get_space("efficientnet", config.space)
+    space = small_space()
     rng = np.random.default_rng(11)
     cands = list(dict.fromkeys(space.sample(rng) for _ in range(40)))
     backend = measurement_backend("cpu-ort-fp32", threads=1, warmup=3, repeats=15, batch_size=1)
-    results = measure_candidates(space, cands, backend, config.deployment)
+    results = measure_candidates(space, cands, backend, SMALL_DEPLOYMENT)
     return cands, np.array([r.p50_ms for r in results])
 
 
 def test_flops_baseline_minimises_relative_error(measured_small) -> None:
     cands, ms = measured_small
-    config = parse_config(SMALL_CONFIG, source="test")
-    space = get_space("efficientnet", config.space)
-    model = FlopsPredictor(space, config.deployment).fit(cands, ms)
+    space = small_space()
+    model = FlopsPredictor(space, SMALL_DEPLOYMENT).fit(cands, ms)
     flops = model.flops(cands)
 
     def loss(k: float) -> float:
@@ -67,10 +68,9 @@ def test_flops_baseline_minimises_relative_error(measured_small) -> None:
 
 def test_lookup_table_correction_fits_its_calibration(small_table: Path, measured_small) -> None:
     cands, _ = measured_small
-    config = parse_config(SMALL_CONFIG, source="test")
-    space = get_space("efficientnet", config.space)
+    space = small_space()
     table = load_table(small_table)
-    lut = LookupTablePredictor(table, space, config.deployment)
+    lut = LookupTablePredictor(table, space, SMALL_DEPLOYMENT)
     cal = [space.decode(c.candidate) for c in table.calibration]
     cal_ms = np.array([c.p50_ms for c in table.calibration])
 
@@ -89,8 +89,7 @@ def test_lookup_table_correction_fits_its_calibration(small_table: Path, measure
 
 def test_gbm_predictor_fits_and_reports_uncertainty(measured_small) -> None:
     cands, ms = measured_small
-    config = parse_config(SMALL_CONFIG, source="test")
-    space = get_space("efficientnet", config.space)
+    space = small_space()
     with pytest.raises(PredictorError, match="not fitted"):
         GradientBoostingPredictor(space).predict(cands[:1])
     model = GradientBoostingPredictor(space, n_estimators=100).fit(cands[:30], ms[:30])
@@ -130,3 +129,58 @@ def test_fewshot_beats_flops_on_a_held_out_nb201_device() -> None:
     model = FewShotPredictor(ref, flops).fit(picked, latency.loc[picked, held_out].to_numpy())
     rho = spearmanr(model.predict(list(latency.index)), latency[held_out]).statistic
     assert rho > spearmanr(flops, latency[held_out]).statistic
+
+
+def test_fitted_predictors_save_as_data_and_load_without_pickle(
+    small_table: Path, measured_small, tmp_path: Path, monkeypatch
+) -> None:
+    import pickle
+
+    cands, ms = measured_small
+    space = small_space()
+    lut = LookupTablePredictor(load_table(small_table), space, SMALL_DEPLOYMENT).fit_calibration()
+    fitted = {
+        "lut": lut,
+        "flops": FlopsPredictor(space, SMALL_DEPLOYMENT).fit(cands, ms),
+        "gbm": GradientBoostingPredictor(space, n_estimators=50).fit(cands[:30], ms[:30]),
+    }
+
+    def no_unpickling(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a predictor file was unpickled")
+
+    monkeypatch.setattr(pickle, "loads", no_unpickling)
+    monkeypatch.setattr(pickle, "load", no_unpickling)
+    for kind, predictor in fitted.items():
+        predictor.device_ = lut.device_
+        path = save_predictor(predictor, tmp_path / f"p-{kind}.json")
+        record = json.loads(path.read_text())
+        assert record["format"] == "hwnas-latency-predictor" and record["kind"] == kind
+        loaded = load_predictor(path, space, SMALL_DEPLOYMENT)
+        assert loaded.device_ == lut.device_
+        assert np.allclose(loaded.predict(cands[30:]), predictor.predict(cands[30:]))
+    assert (tmp_path / "p-gbm.skops").is_file()
+
+
+def test_a_predictor_file_that_is_not_data_is_refused(tmp_path: Path) -> None:
+    import pickle
+
+    import skops.io
+
+    space = small_space()
+    smuggled = tmp_path / "p.json"
+    smuggled.write_bytes(pickle.dumps({"kind": "gbm"}))
+    with pytest.raises(PredictorError, match="not a predictor file"):
+        load_predictor(smuggled, space, SMALL_DEPLOYMENT)
+    record = {"format": "hwnas-latency-predictor", "version": 1, "kind": "gbm", "device": None}
+    record["fitted"] = {"n_estimators": 1, "seed": 0, "models_file": "p.skops"}
+    smuggled.write_text(json.dumps(record))
+    (tmp_path / "p.skops").write_bytes(
+        skops.io.dumps({"mean": Fraction(1, 3), "low": 0, "high": 0})
+    )
+    with pytest.raises(PredictorError, match=r"types this project does not load: \['fractions"):
+        load_predictor(smuggled, space, SMALL_DEPLOYMENT)
+    (tmp_path / "p.skops").unlink()
+    with pytest.raises(PredictorError, match="models file .* is missing"):
+        load_predictor(smuggled, space, SMALL_DEPLOYMENT)
+    with pytest.raises(PredictorError, match="no fitted predictor"):
+        load_predictor(tmp_path / "absent.json", space, SMALL_DEPLOYMENT)

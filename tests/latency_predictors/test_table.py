@@ -9,17 +9,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
+from hwnas_base.errors import LatencyError, TableError
+from latency_predictors.deployment import Deployment
 from latency_predictors.devices import measurement_backend
 from latency_predictors.predictors import LookupTablePredictor
 from latency_predictors.profile import partial_path, profile_space
-from latency_predictors.sources import check_table_device, lookup_predictor
+from latency_predictors.sources import check_table_device, table_predictor
 from latency_predictors.table import COLUMNS, load_table
-from nas.config import parse_config
-from nas.errors import LatencyError, TableError
 from search_spaces import get_space
-from tests.conftest import SMALL_CONFIG, deep_update, run_cli
+from search_spaces.efficientnet import EfficientNetSpaceConfig
+from tests.conftest import SMALL_CONFIG, SMALL_DEPLOYMENT, deep_update, run_cli, small_space
 
 
 def copy_table(src: Path, dst_dir: Path) -> Path:
@@ -31,8 +31,7 @@ def copy_table(src: Path, dst_dir: Path) -> Path:
 
 def test_profiled_table_covers_the_space_and_loads(small_table: Path) -> None:
     table = load_table(small_table)
-    config = parse_config(SMALL_CONFIG, source="test")
-    space = get_space("efficientnet", config.space)
+    space = small_space()
     assert table.device.name == "cpu-ort-fp32"
     assert table.device.runtime == "onnxruntime"
     assert list(table.frame.columns) == list(COLUMNS)
@@ -47,15 +46,10 @@ def test_profiled_table_covers_the_space_and_loads(small_table: Path) -> None:
     assert not table.frame.duplicated(
         ["op", "input_size", "cin", "cout", "kernel", "stride", "expansion", "se", "act"]
     ).any()
-    check_table_device(table, config)  # the table matches the config it was profiled for
-    predictor, _ = lookup_predictor(
-        parse_config(
-            deep_update(
-                SMALL_CONFIG, {"latency": {"table": str(small_table), "mode": "predicted"}}
-            ),
-            source="t",
-        ),
-        space,
+    # The table matches the device and shape it was profiled for.
+    check_table_device(table, device="cpu-ort-fp32", threads=1, deployment=SMALL_DEPLOYMENT)
+    predictor, _ = table_predictor(
+        small_table, space, SMALL_DEPLOYMENT, device="cpu-ort-fp32", threads=1
     )
     assert predictor.n_fit_ == 8
 
@@ -79,11 +73,8 @@ class CountingBackend:
 
 
 def test_interrupted_profile_resumes_without_measuring_twice(tmp_path: Path) -> None:
-    config = parse_config(
-        deep_update(SMALL_CONFIG, {"space": {"scaling": {"width": [0.25], "resolution": [32]}}}),
-        source="test",
-    )
-    space = get_space("efficientnet", config.space)
+    narrow = deep_update(SMALL_CONFIG["space"], {"scaling": {"width": [0.25], "resolution": [32]}})
+    space = get_space("efficientnet", EfficientNetSpaceConfig.model_validate(narrow))
     out = tmp_path / "t.csv"
     kwargs = {"num_classes": 10, "in_chans": 3, "space_config": {}, "calibration": 2}
     first = CountingBackend(stop_after=7)
@@ -142,32 +133,25 @@ def test_missing_side_file_and_missing_operator(small_table: Path, tmp_path: Pat
         load_table(path)
 
     path = _broken(small_table, tmp_path, lambda f, m: f.drop(index=[f.index[-1]]))
-    config = parse_config(SMALL_CONFIG, source="test")
-    predictor = LookupTablePredictor(
-        load_table(path), get_space("efficientnet", config.space), config.deployment
-    )
-    space = get_space("efficientnet", config.space)
+    space = small_space()
+    predictor = LookupTablePredictor(load_table(path), space, SMALL_DEPLOYMENT)
     with pytest.raises(TableError, match="lacks 1 operator"):
         predictor.check_space(list(space.covering_candidates()))
 
 
 def test_table_for_another_device_or_shape_is_refused(small_table: Path, tmp_path: Path) -> None:
     table = load_table(small_table)
-    other_threads = parse_config(deep_update(SMALL_CONFIG, {"latency": {"threads": 2}}), source="t")
+    asked = {"device": "cpu-ort-fp32", "threads": 1, "deployment": SMALL_DEPLOYMENT}
     with pytest.raises(TableError, match="1 threads, the config asks for 2"):
-        check_table_device(table, other_threads)
-    other_device = parse_config(
-        deep_update(SMALL_CONFIG, {"latency": {"device": "cpu-ov-fp32"}}), source="t"
-    )
+        check_table_device(table, **{**asked, "threads": 2})
     with pytest.raises(
         TableError, match="device 'cpu-ort-fp32', the config asks for 'cpu-ov-fp32'"
     ):
-        check_table_device(table, other_device)
-    other_classes = parse_config(
-        deep_update(SMALL_CONFIG, {"deployment": {"num_classes": 5}}), source="t"
-    )
+        check_table_device(table, **{**asked, "device": "cpu-ov-fp32"})
     with pytest.raises(TableError, match="classes"):
-        check_table_device(table, other_classes)
+        check_table_device(table, **{**asked, "deployment": Deployment(num_classes=5)})
+    with pytest.raises(TableError, match="batch size 1, the config deploys at 4"):
+        check_table_device(table, **{**asked, "deployment": Deployment(4, 3, 10)})
 
 
 def test_cli_refuses_bad_table_and_unknown_device(
@@ -205,10 +189,3 @@ def test_tensorrt_without_a_gpu_says_what_is_missing() -> None:
         pytest.skip("a GPU with TensorRT is present; the GPU test covers this device")
     with pytest.raises(LatencyError, match="gpu-trt-fp16.*cannot be measured here"):
         measurement_backend("gpu-trt-fp16", threads=1, warmup=1, repeats=3, batch_size=1)
-
-
-def test_config_file_yaml_roundtrip_keeps_latency_section(tmp_path: Path) -> None:
-    raw = deep_update(SMALL_CONFIG, {"latency": {"mode": "hybrid", "predictor": "gbm"}})
-    config = parse_config(raw, source="t")
-    again = parse_config(yaml.safe_load(config.to_yaml()), source="t")
-    assert again.latency == config.latency

@@ -9,7 +9,7 @@ import torch
 
 from latency_predictors.backends.tensorrt import gpu_unavailable_reason
 from latency_predictors.devices import measurement_backend
-from nas.onnx_io import export_onnx
+from latency_predictors.onnx_export import export_onnx
 
 REASON = gpu_unavailable_reason()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")

@@ -1,4 +1,4 @@
-"""Run directories: atomic writes, config checks on resume, the exclusive lock."""
+"""Run directories: config checks on resume, the exclusive lock."""
 
 from __future__ import annotations
 
@@ -6,18 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from hwnas_base.io import write_atomic
 from nas.config import parse_config
 from nas.errors import RunError
-from nas.run import Run, write_atomic
-
-
-def test_write_atomic_replaces_whole_and_leaves_no_temp(tmp_path: Path) -> None:
-    target = tmp_path / "sub" / "f.csv"
-    write_atomic(target, "a,b\n1,2\n")
-    write_atomic(target, b"c\n")
-    assert target.read_bytes() == b"c\n"
-    assert [p.name for p in target.parent.iterdir()] == ["f.csv"]
-    assert target.stat().st_mode & 0o777 == 0o644
+from nas.run import Run
 
 
 def test_check_accepts_new_and_matching_refuses_changed(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import optuna
@@ -12,7 +11,6 @@ import yaml
 from nas.config import ClusterConfig, parse_config
 from nas.errors import ConfigError, RunError
 from nas.run import Run
-from nas.search import is_finished
 from nas.storage import (
     INTERRUPTED,
     check_storage,
@@ -20,10 +18,12 @@ from nas.storage import (
     fail_interrupted,
     fail_stale,
     heartbeat,
+    is_finished,
     open_storage,
     redact,
 )
 from tests.conftest import SMALL_CONFIG, deep_update
+from tests.services import wait_for
 
 
 def test_urls() -> None:
@@ -80,7 +80,12 @@ def test_stale_trial_is_failed_once_and_queued_again(tmp_path: Path) -> None:
     alive, dead = study.ask(dists), study.ask(dists)
     with heartbeat(study._storage, [alive._trial_id]):
         study._storage.record_heartbeat(dead._trial_id)  # then it goes silent
-        time.sleep(3.5)
+        wait_for(
+            lambda: study._storage._get_stale_trial_ids(study._study_id),
+            30,
+            "the silent trial to pass its grace period",
+            interval=0.2,
+        )
         assert fail_stale(study) == 1
         assert fail_stale(study) == 0  # a second worker looking finds nothing to do
     trials = study.get_trials()

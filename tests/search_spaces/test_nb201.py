@@ -8,8 +8,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nas.metrics import count_flops
 from search_spaces import get_space
+from search_spaces.flops import count_flops
 from search_spaces.nb201 import NB201_OPS, NB201Cell
 
 space = get_space("nb201")

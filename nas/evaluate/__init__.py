@@ -1,0 +1,2 @@
+"""Evaluation: the one function that scores a candidate (train, compress, measure), and the
+latency source a run config describes."""

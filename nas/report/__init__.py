@@ -1,0 +1,1 @@
+"""Reports read from a run's storage: the trials table, the Pareto front, and their plots."""

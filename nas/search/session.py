@@ -1,0 +1,339 @@
+"""A search session: everything a search needs before its first trial, checked, and the search
+run in this process (alone, or as one of several workers on a shared study).
+
+Everything that can be wrong with the user's input is checked before the first file is
+written: the config, the dataset, the seed candidates, the latency source, the compression
+runtimes and, for a resumed run, that the config matches the one the run was started with. The
+Ray backend (`nas.cluster`) prepares its session with the same `prepare` and records the same
+study description, logs and final re-measurement.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+import torch
+
+from hwnas_base.io import write_atomic
+from latency_predictors.sources import HybridLatency, LatencySource, latency_cache
+from nas.compress.compressor import Compressor
+from nas.compress.quantization import load_calibration
+from nas.compress.space import CompressionSpace, compression_space
+from nas.config import RunConfig, load_config
+from nas.errors import ConfigError, RunError
+from nas.evaluate.evaluator import Evaluator
+from nas.evaluate.latency import BackendFactory, config_backend, latency_source, precision_backends
+from nas.progress import SearchReporter
+from nas.report.plots import write_plot
+from nas.report.tables import front_frame, trials_frame, write_tables
+from nas.run import DEFAULT_RUNS_DIR, Run
+from nas.search.loop import SearchLoop
+from nas.storage import check_storage
+from nas.train.data import ImageDataset, ProxySplits, load_dataset, make_splits
+from nas.train.distillation import Teacher, check_teacher
+from search_spaces import get_space
+
+BACKENDS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """What `nas search` asks for.
+
+    Attributes:
+        config: The run config (YAML).
+        name: Run name (default: the config's).
+        n_trials: Finished trials to reach (overrides ``search.n_trials``).
+        timeout: Seconds after which no new trial starts.
+        runs_dir: Where runs are written.
+        backend: ``local`` (trials in this process) or ``ray`` (on a Ray cluster).
+        address: The Ray cluster to join (``ray`` only); default a local Ray instance.
+        storage: Optuna storage shared with `nas worker`s (overrides ``cluster.storage``).
+    """
+
+    config: Path
+    name: str | None = None
+    n_trials: int | None = None
+    timeout: float | None = None
+    runs_dir: Path = DEFAULT_RUNS_DIR
+    backend: str = "local"
+    address: str | None = None
+    storage: str | None = None
+
+    def resolve(self) -> RunConfig:
+        """The config file with these options applied, validated.
+
+        Raises:
+            RunError: an unknown backend, or an address without the ray backend.
+            ConfigError: the config or an override is invalid.
+        """
+        if self.backend not in BACKENDS:
+            raise RunError(f"backend {self.backend!r} unknown; choose {' or '.join(BACKENDS)}")
+        if self.address is not None and self.backend != "ray":
+            raise RunError("--address names a Ray cluster; add --backend ray")
+        return load_config(self.config).with_overrides(
+            name=self.name, n_trials=self.n_trials, timeout=self.timeout, storage=self.storage
+        )
+
+    def resume_hint(self, config: RunConfig) -> str:
+        """The command that resumes this search."""
+        command = ["nas", "search", str(self.config), "--name", config.name]
+        if self.backend == "ray":
+            command += ["--backend", "ray"] + (["--address", self.address] if self.address else [])
+        if self.storage is not None:
+            command += ["--storage", self.storage]
+        return _hint(command, self.runs_dir, self.n_trials)
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """What `nas worker` asks for: the run, and the trials (and time) to work toward."""
+
+    run_dir: Path
+    n_trials: int | None = None
+    timeout: float | None = None
+
+
+def _hint(command: list[str], runs_dir: Path, n_trials: int | None) -> str:
+    parts = list(command)
+    if n_trials is not None:
+        parts += ["--trials", str(n_trials)]
+    if Path(runs_dir) != DEFAULT_RUNS_DIR:
+        parts += ["--runs-dir", str(runs_dir)]
+    return shlex.join(parts)
+
+
+@dataclass
+class SearchResult:
+    run: Run
+    finished: int
+    target: int
+    front: pd.DataFrame
+    stopped_by_timeout: bool
+    seconds: float
+
+
+@dataclass
+class Session:
+    """Everything a search needs before the first trial, each part checked."""
+
+    config: RunConfig
+    space: Any
+    dataset: ImageDataset
+    splits: ProxySplits
+    latency: LatencySource
+    compressor: Compressor | None
+    compression: CompressionSpace
+
+
+def check_seeds(config: RunConfig, space: Any, compression: CompressionSpace, source: str) -> None:
+    """`ConfigError` naming the first seed candidate outside the space (or its compression)."""
+    for i, text in enumerate(config.search.seed_candidates):
+        try:
+            arch, _ = compression.split(text)
+            space.to_params(space.decode(arch))
+        except ValueError as e:
+            raise ConfigError(
+                f"{source}: invalid config: search.seed_candidates[{i}]: {e}"
+            ) from None
+
+
+def prepare(
+    config: RunConfig,
+    runs_dir: Path,
+    *,
+    backend: BackendFactory | None = None,
+    source: str = "config",
+) -> Session:
+    """Check and load the space, seeds, dataset, latency source and compressor of `config`.
+
+    Args:
+        config: The run's config.
+        runs_dir: Where runs (and the latency cache and fitted predictors) live.
+        backend: Measurement backend factory instead of this machine's runtimes (the Ray
+            backend measures on the nodes that carry the device).
+        source: Where the config came from, for error messages.
+    """
+    space = get_space(config.space.name, config.space)
+    compression = compression_space(config.compression, space)
+    check_seeds(config, space, compression, source)
+    dataset = load_dataset(config.data)
+    splits = make_splits(dataset, config.data, config.seed)
+    backend = backend or config_backend
+    latency = latency_source(config, space, runs_dir, backend)
+    compressor = None
+    if config.compression.enabled:
+        compressor = Compressor(
+            config=config.compression,
+            space=space,
+            deployment=config.deployment.target(),
+            backends=precision_backends(config, backend),
+            calibration=load_calibration(config.compression.quantization, splits),
+            cache=latency_cache(runs_dir),
+        )
+    check_teacher(config.compression.distillation, space, splits)
+    return Session(config, space, dataset, splits, latency, compressor, compression)
+
+
+def make_teacher(session: Session, root: Path) -> Teacher | None:
+    """The distillation teacher cached in `root`, or None when the search does not distil."""
+    config = session.config
+    if not config.compression.distillation.enabled:
+        return None
+    return Teacher(
+        config.compression.distillation,
+        session.space,
+        session.splits,
+        config.training,
+        root,
+        seed=config.seed,
+    )
+
+
+def make_evaluator(session: Session, root: Path) -> Evaluator:
+    """The evaluation function of a search whose run (or teacher cache) is at `root`."""
+    config = session.config
+    return Evaluator(
+        space=session.space,
+        data=session.splits,
+        training=config.training,
+        deployment=config.deployment.target(),
+        latency=session.latency,
+        seed=config.seed,
+        compressor=session.compressor,
+        teacher=make_teacher(session, root),
+        finetune_lr_scale=config.compression.pruning.finetune_lr_scale,
+    )
+
+
+def describe_study(study: Any, session: Session) -> None:
+    """Store what the run's trials were scored on, for export and reports."""
+    config, dataset, splits = session.config, session.dataset, session.splits
+    study.set_user_attr(
+        "data",
+        {
+            "dataset": dataset.name,
+            "classes": list(dataset.classes),
+            "num_classes": dataset.num_classes,
+            "channels": dataset.channels,
+            "image_size": dataset.image_size,
+            "train_size": config.data.train_size,
+            "val_size": config.data.val_size,
+            "mean": list(splits.mean),
+            "std": list(splits.std),
+        },
+    )
+    study.set_user_attr("latency", session.latency.description)
+
+
+@contextmanager
+def logging_to(run: Run) -> Iterator[None]:
+    """The project's log lines go to the run's search.log while the block runs."""
+    handler = logging.FileHandler(run.log_path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("nas")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+
+
+def remeasure_front(
+    study: Any, session: Session, run: Run, reporter: SearchReporter | None
+) -> None:
+    """Measure every front member whose latency was predicted; store it beside the prediction.
+
+    Only hybrid searches have something to re-measure; for the others this does nothing.
+    """
+    latency = session.latency
+    if not isinstance(latency, HybridLatency):
+        return
+    front = front_frame(trials_frame(study))
+    todo = front[front["latency_source"] == "predicted"]
+    done = dict(study.user_attrs.get("front_measured", {}))
+    for i, r in enumerate(todo.itertuples()):
+        if str(r.number) in done:
+            continue
+        result, _ = latency.measured(session.space.decode(r.candidate))
+        if reporter is not None:
+            reporter.note(
+                f"front member {i + 1}/{len(todo)}, trial {r.number}: predicted "
+                f"{r.latency_p50_ms:.3f} ms, measured {result.p50_ms:.3f} ms"
+            )
+        done[str(r.number)] = {
+            "p50_ms": result.p50_ms,
+            "p90_ms": result.p90_ms,
+            "std_ms": result.std_ms,
+            "predicted_ms": r.latency_p50_ms,
+            "device": result.device.to_dict(),
+        }
+        study.set_user_attr("front_measured", done)
+    trials = trials_frame(study)
+    write_tables(run, trials)
+    write_plot(run, trials)
+
+
+def search_here(
+    options: SearchOptions, config: RunConfig, reporter: SearchReporter | None
+) -> SearchResult:
+    """Run (or resume) the search in this process; see `nas search --help`."""
+    runs_dir = Path(options.runs_dir)
+    session = prepare(config, runs_dir, source=str(options.config))
+    run = Run.check(runs_dir, config)
+    check_storage(config.cluster, run.root)
+    shared = config.cluster.storage is not None
+    return _run(run, session, options.resume_hint(config), reporter, shared=shared)
+
+
+def work(options: WorkerOptions, reporter: SearchReporter | None) -> SearchResult:
+    """Work on an existing run's study beside other workers; see `nas worker --help`."""
+    run = Run.open(options.run_dir)
+    config = run.config().with_overrides(n_trials=options.n_trials, timeout=options.timeout)
+    session = prepare(config, run.root.parent, source=str(run.config_path))
+    hint = _hint(["nas", "worker", str(options.run_dir)], DEFAULT_RUNS_DIR, options.n_trials)
+    return _run(run, session, hint, reporter, shared=True, write_config=False)
+
+
+def _run(
+    run: Run,
+    session: Session,
+    hint: str,
+    reporter: SearchReporter | None,
+    *,
+    shared: bool,
+    write_config: bool = True,
+) -> SearchResult:
+    config = session.config
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if config.training.threads is not None:
+        torch.set_num_threads(config.training.threads)
+    with run.lock(shared=shared):
+        if write_config:
+            write_atomic(run.config_path, config.to_yaml())
+        with logging_to(run):
+            loop = SearchLoop(
+                run=run,
+                config=config,
+                evaluator=make_evaluator(session, run.root),
+                reporter=reporter,
+                resume_hint=hint,
+                shared=shared,
+            )
+            describe_study(loop.study, session)
+            summary = loop.run_trials(config.search.n_trials, config.search.timeout)
+            remeasure_front(loop.study, session, run, reporter)
+            front = front_frame(trials_frame(loop.study))
+    return SearchResult(
+        run, summary.finished, summary.target, front, summary.stopped_by_timeout, summary.seconds
+    )
