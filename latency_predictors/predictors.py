@@ -272,7 +272,7 @@ def _fitted(predictor: Any) -> dict[str, Any]:
     """The fitted numbers of a lut or flops predictor, as JSON values."""
     if isinstance(predictor, LookupTablePredictor):
         return {
-            "table": str(predictor.table.path),
+            "table": str(Path(predictor.table.path).resolve()),
             "coef": [float(c) for c in predictor.coef_],
             "intercept": predictor.intercept_,
             "residual_rel_std": predictor.residual_rel_std_,

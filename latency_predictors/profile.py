@@ -13,7 +13,7 @@ import json
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -119,11 +119,13 @@ def profile_space(
     }
     partial = partial_path(out)
     records = _read_partial(partial, header)
+    covering = list(space.covering_candidates())
+    n_ops = _operator_count(space, covering, deployment, progress)
     rng = np.random.default_rng(seed)
     calibration_set = [space.sample(rng) for _ in range(calibration)]
     out.parent.mkdir(parents=True, exist_ok=True)
     with partial.open("a", encoding="utf-8") as log:
-        if not records:
+        if log.tell() == 0:  # a new file; an interrupted one already has its header
             log.write(json.dumps(header) + "\n")
 
         def record(item: dict[str, Any]) -> None:
@@ -131,7 +133,8 @@ def profile_space(
             log.write(json.dumps(item) + "\n")
             log.flush()
 
-        _measure_all(space, backend, deployment, calibration_set, records, record, progress)
+        todo = _Todo(covering, calibration_set, n_ops + len(calibration_set))
+        _measure_all(space, backend, deployment, todo, records, record, progress)
     _write(out, records, device, header)
     partial.unlink()
     return out
@@ -149,11 +152,20 @@ def _operator_count(space: Any, covering: list[Any], deployment: Deployment, pro
     return len(keys)
 
 
+@dataclass(frozen=True)
+class _Todo:
+    """What a profile measures: the covering candidates' operators, then whole candidates."""
+
+    covering: list[Any]
+    calibration: list[Any]
+    total: int
+
+
 def _measure_all(
     space: Any,
     backend: LatencyBackend,
     deployment: Deployment,
-    calibration_set: list[Any],
+    todo: _Todo,
     records: list[dict[str, Any]],
     record: Callable[[dict[str, Any]], None],
     progress: PhaseProgress,
@@ -165,11 +177,9 @@ def _measure_all(
     """
     done_ops = {OperatorKey(*r["key"]) for r in records if r["kind"] == "op"}
     done_cal = {r["candidate"] for r in records if r["kind"] == "calibration"}
-    covering = list(space.covering_candidates())
-    name = backend.device.name
-    total = _operator_count(space, covering, deployment, progress) + len(calibration_set)
+    name, total = backend.device.name, todo.total
     done = len(done_ops) + len(done_cal)
-    for cand in covering:
+    for cand in todo.covering:
         for op in space.operators(cand, deployment.num_classes, deployment.channels):
             if op.key in done_ops:  # measured already, here or in an interrupted run
                 continue
@@ -180,7 +190,7 @@ def _measure_all(
             record({"kind": "op", "key": list(op.key.as_tuple()), **_stats(result, start)})
             done_ops.add(op.key)
             done += 1
-    for cand in calibration_set:
+    for cand in todo.calibration:
         text = space.encode(cand)
         if text in done_cal:
             continue

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from hwnas_base.progress import PhaseProgress, quiet
+from nas.cluster.connect import ray_environment
 from nas.devices.evaluation import PredictorEvaluation
 from nas.devices.evaluation import evaluate_predictor as _evaluate_predictor
 from nas.devices.listing import list_devices as _list_devices
@@ -57,12 +58,10 @@ def search(options: SearchOptions, reporter: SearchReporter | None = None) -> Se
     """Run (or resume) the search `options` describe, here or on a Ray cluster."""
     config = options.resolve()
     if options.backend == "ray":
-        try:
-            from nas.cluster.driver import ray_search  # Ray is an optional extra
-        except ImportError:
-            raise RunError(
-                "--backend ray needs Ray: pip install 'hwnas[cluster]' (scripts/env.sh installs it)"
-            ) from None
+        ray_environment(options.address)
+        # Ray is an optional extra, imported only here and only after its environment is set.
+        from nas.cluster.driver import ray_search
+
         return ray_search(options, config, reporter)
     return search_here(options, config, reporter)
 

@@ -41,6 +41,13 @@ SMALL_CONFIG: dict[str, Any] = {
 }
 
 
+# A candidate of SMALL_CONFIG's space with SE, every activation and both block types.
+SMALL_ARCH = (
+    "w0.5_d0.5_r32_st32_hd1280_nsw-ds_r1_k3_s1_e1_c16_se0.25_nr6-ir_r2_k3_s2_e6_c24_nr6-"
+    "ir_r2_k5_s2_e6_c40_se0.25_nhs-ir_r3_k3_s2_e6_c80_nhs-ir_r3_k5_s1_e6_c112_se0.25_nr6-"
+    "ir_r4_k5_s2_e6_c192_se0.25_nhs-ir_r1_k3_s1_e6_c320_nr6"
+)
+
 # SMALL_CONFIG's space and deployment shape as the plain values the standalone packages take.
 SMALL_DEPLOYMENT = Deployment(batch_size=1, channels=3, num_classes=10)
 

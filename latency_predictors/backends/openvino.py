@@ -35,7 +35,10 @@ def bf16_unavailable_reason() -> str | None:
         import openvino as ov
     except ImportError:
         return "the openvino backend needs the 'openvino' package: pip install -e '.[openvino]'"
-    caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    try:
+        caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except Exception as e:  # openvino raises its own exception types
+        return f"OpenVINO cannot list this CPU's capabilities: {type(e).__name__}: {e}"
     if "BF16" in caps:
         return None
     return (

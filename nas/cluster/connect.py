@@ -8,6 +8,7 @@ answer fails within seconds.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import socket
@@ -55,20 +56,30 @@ def check_address(address: str) -> None:
         ) from None
 
 
-def connect(address: str | None, config: RunConfig) -> None:
-    """Join the cluster at `address`, or start a local instance that carries the device."""
-    if address is not None:
-        check_address(address)
-    else:
-        # A local instance serves this machine only: loopback addresses, no dashboard.
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    try:
-        import ray
-    except ImportError:
+def ray_environment(address: str | None) -> None:
+    """Check that Ray is installed, and set what Ray reads when it is first imported.
+
+    A local instance (no `address`) serves this machine only: Ray is told to use loopback
+    addresses, which it reads once, at import, so this must run before anything imports Ray.
+
+    Raises:
+        RunError: Ray is not installed.
+    """
+    if importlib.util.find_spec("ray") is None:
         raise RunError(
             "--backend ray needs Ray: pip install 'hwnas[cluster]' (scripts/env.sh installs it)"
-        ) from None
+        )
+    if address is None:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
+
+def connect(address: str | None, config: RunConfig) -> None:
+    """Join the cluster at `address`, or start a local instance that carries the device
+    (without a dashboard; see `ray_environment` for its addresses)."""
+    import ray
+
+    if address is not None:
+        check_address(address)
     common: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
     if address is None:
         ray.init(

@@ -34,7 +34,9 @@ from hwnas_base.io import write_atomic
 from nas.cluster.connect import check_device, connect, needs_device
 from nas.cluster.meter import measuring_on, start_meters
 from nas.cluster.searcher import StudySearch
-from nas.cluster.trial import Payload, RunWriter, run_trial
+from nas.cluster.trial import Payload, run_trial
+from nas.cluster.writer import RunWriter
+from nas.compress.space import compression_space
 from nas.config import RunConfig
 from nas.errors import SearchError
 from nas.evaluate.latency import predicted
@@ -46,6 +48,7 @@ from nas.search.session import (
     SearchOptions,
     SearchResult,
     Session,
+    check_seeds,
     describe_study,
     logging_to,
     make_teacher,
@@ -70,7 +73,9 @@ def ray_search(
 ) -> SearchResult:
     """Run (or resume) a search on Ray; see `nas search --help`."""
     runs_dir = Path(options.runs_dir)
+    source = str(Path(options.config))
     space = get_space(config.space.name, config.space)
+    check_seeds(config, space, compression_space(config.compression, space), source)
     run = Run.check(runs_dir, config)
     check_storage(config.cluster, run.root)
     connect(options.address, config)
@@ -78,7 +83,7 @@ def ray_search(
         measure = check_device(config, options.address, space, runs_dir)
         used = config if measure else predicted(config)
         meters = start_meters(used) if measure and needs_device(used) else []
-        session = prepare(used, runs_dir, backend=measuring_on(meters), source=str(options.config))
+        session = prepare(used, runs_dir, backend=measuring_on(meters), source=source)
         with run.lock():
             write_atomic(run.config_path, config.to_yaml())
             with logging_to(run):
@@ -98,6 +103,7 @@ class _Driver:
     reporter: SearchReporter
 
     def __post_init__(self) -> None:
+        self.started = time.monotonic()
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         # With a shared storage, `nas worker`s may work on the study too: only trials whose
         # heartbeats stopped are recovered, and this driver beats for the trials it runs.
@@ -113,7 +119,6 @@ class _Driver:
         return sum(is_finished(t) for t in self.study.get_trials(deepcopy=False))
 
     def drive(self, meters: list[Any], hint: str, runs_dir: Path) -> SearchResult:
-        start = time.monotonic()
         target = self.config.search.n_trials
         trials = self.study.get_trials(deepcopy=False)
         remaining = target - self.finished() - sum(t.state.name == "RUNNING" for t in trials)
@@ -121,8 +126,8 @@ class _Driver:
         searcher: StudySearch | None = None
         try:
             if remaining > 0:
-                searcher = self._searcher()
-                payload = self._payload(meters, runs_dir)
+                payload = self._payload(meters, runs_dir)  # trains the teacher, if any
+                searcher = self._searcher()  # knows the trials completed until now
                 with heartbeat(self.study._storage, searcher.running):
                     _fit(
                         self.run,
@@ -146,7 +151,8 @@ class _Driver:
         check_any_completed(self.study, self.run)
         remeasure_front(self.study, self.session, self.run, self.reporter)
         front = front_frame(trials_frame(self.study))
-        return SearchResult(self.run, done, target, front, timed_out, time.monotonic() - start)
+        seconds = time.monotonic() - self.started
+        return SearchResult(self.run, done, target, front, timed_out, seconds)
 
     def _searcher(self) -> StudySearch:
         space, compression = self.session.space, self.session.compression

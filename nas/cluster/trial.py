@@ -25,7 +25,6 @@ from nas.config import RunConfig
 from nas.errors import NASError
 from nas.evaluate.evaluator import Evaluator, StoppedEarly
 from nas.record import ACCURACY, LATENCY
-from nas.run import Run
 from nas.search.early_stopping import Checkpoint
 from nas.search.session import make_evaluator, prepare
 from nas.search.study import stop_check
@@ -129,15 +128,3 @@ def _remote_backends(evaluator: Evaluator) -> list[RemoteBackend]:
     if evaluator.compressor is not None:
         found += list(evaluator.compressor.backends.values())
     return [b for b in found if isinstance(b, RemoteBackend)]
-
-
-class RunWriter:
-    """Writes a trial's files into the run directory; lives on the driver's node."""
-
-    def __init__(self, root: str) -> None:
-        self.run = Run(Path(root))
-
-    def save(self, number: int, files: dict[str, bytes]) -> None:
-        folder = self.run.weights_path(number).parent
-        for name, data in files.items():
-            write_atomic(folder / name, data)

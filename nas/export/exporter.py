@@ -108,11 +108,11 @@ def export_trial(run: Run, options: ExportOptions, progress: PhaseProgress = qui
     }
     config = plan.config
     splits = splits_for(config, plan.full["train_images"] if plan.full else None)
+    calibration = load_calibration(config.compression.quantization, splits)
     out = Path(options.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        calibration = load_calibration(config.compression.quantization, splits)
         files, measured = _write_files(
             plan, options, models, splits.resized(proxy_size), calibration, tmp, progress
         )

@@ -289,7 +289,7 @@ def search_here(
 ) -> SearchResult:
     """Run (or resume) the search in this process; see `nas search --help`."""
     runs_dir = Path(options.runs_dir)
-    session = prepare(config, runs_dir, source=str(options.config))
+    session = prepare(config, runs_dir, source=str(Path(options.config)))
     run = Run.check(runs_dir, config)
     check_storage(config.cluster, run.root)
     shared = config.cluster.storage is not None

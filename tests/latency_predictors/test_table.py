@@ -77,6 +77,10 @@ def test_interrupted_profile_resumes_without_measuring_twice(tmp_path: Path) -> 
     space = get_space("efficientnet", EfficientNetSpaceConfig.model_validate(narrow))
     out = tmp_path / "t.csv"
     kwargs = {"num_classes": 10, "in_chans": 3, "space_config": {}, "calibration": 2}
+    for _ in range(2):  # stopped before its first measurement, twice: the header only
+        with pytest.raises(KeyboardInterrupt):
+            profile_space(space, CountingBackend(stop_after=0), out, **kwargs)
+    assert len(partial_path(out).read_text().splitlines()) == 1
     first = CountingBackend(stop_after=7)
     with pytest.raises(KeyboardInterrupt):
         profile_space(space, first, out, **kwargs)

@@ -19,31 +19,16 @@ from nas.compress.compressor import Compressor
 from nas.compress.pruning import channel_signature, prune
 from nas.compress.quantization import quantize_artifact, runtime_accuracy
 from nas.compress.space import Compression, CompressionSpace
-from nas.config import CompressionConfig, PruningConfig, QuantizationConfig, parse_config
+from nas.config import CompressionConfig, PruningConfig, QuantizationConfig
 from nas.errors import CompressionError, LatencyError
-from nas.train.data import load_dataset, make_splits
 from nas.train.proxy import train_proxy
 from nas.train.weights import history_path, load_history, replay
-from search_spaces import get_space
-from tests.conftest import SMALL_CONFIG, deep_update, run_cli
+from tests.conftest import SMALL_ARCH, SMALL_CONFIG, deep_update, run_cli
 
-ARCH = (
-    "w0.5_d0.5_r32_st32_hd1280_nsw-ds_r1_k3_s1_e1_c16_se0.25_nr6-ir_r2_k3_s2_e6_c24_nr6-"
-    "ir_r2_k5_s2_e6_c40_se0.25_nhs-ir_r3_k3_s2_e6_c80_nhs-ir_r3_k5_s1_e6_c112_se0.25_nr6-"
-    "ir_r4_k5_s2_e6_c192_se0.25_nhs-ir_r1_k3_s1_e6_c320_nr6"
-)
 COMPRESSION = {
     "pruning": {"ratios": [0.5], "finetune_epochs": 1},
     "quantization": {"precisions": ["fp32", "int8"], "calibration_batches": 2},
 }
-
-
-@pytest.fixture(scope="module")
-def small():
-    config = parse_config(SMALL_CONFIG, source="test")
-    space = get_space("efficientnet", config.space)
-    splits = make_splits(load_dataset(config.data), config.data, config.seed)
-    return config, space, splits
 
 
 def _convs(model: torch.nn.Module) -> list[int]:
@@ -52,7 +37,7 @@ def _convs(model: torch.nn.Module) -> list[int]:
 
 def test_pruning_makes_the_network_physically_smaller_and_replays_on_the_deployment_shape(small):
     _, space, splits = small
-    cand = space.decode(ARCH)
+    cand = space.decode(SMALL_ARCH)
     torch.manual_seed(0)
     proxy = space.build(cand, 10, 1, input_size=8)
     before = sum(p.numel() for p in proxy.parameters())
@@ -71,7 +56,7 @@ def test_pruning_makes_the_network_physically_smaller_and_replays_on_the_deploym
 
 def test_per_stage_ratios_leave_unpruned_stages_whole(small):
     _, space, splits = small
-    cand = space.decode(ARCH)
+    cand = space.decode(SMALL_ARCH)
     whole = space.build(cand, 10, 1, input_size=8)
     cut = space.build(cand, 10, 1, input_size=8)
     ratios = (0.0, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0)
@@ -85,7 +70,7 @@ def test_per_stage_ratios_leave_unpruned_stages_whole(small):
 
 def test_gradual_pruning_calls_back_between_steps(small):
     _, space, splits = small
-    model = space.build(space.decode(ARCH), 10, 1, input_size=8)
+    model = space.build(space.decode(SMALL_ARCH), 10, 1, input_size=8)
     widths = []
     cfg = PruningConfig(ratios=(0.5,), iterative_steps=3, finetune_epochs=3)
     prune(
@@ -101,7 +86,7 @@ def test_gradual_pruning_calls_back_between_steps(small):
 def test_int8_artifact_is_quantized_and_scored_by_the_runtime(small, tmp_path):
     config, space, splits = small
     torch.manual_seed(0)
-    model = space.build(space.decode(ARCH), 10, 1, input_size=8)
+    model = space.build(space.decode(SMALL_ARCH), 10, 1, input_size=8)
     recipe = {"epochs": 8, "optimizer": "adamw", "lr": 0.005, "weight_decay": 0.01}
     train_proxy(model, splits, config.training.model_copy(update=recipe), seed=0)
     fp32 = export_onnx(model, (1, 1, 8, 8), tmp_path / "m.onnx", dynamic_batch=True)
@@ -131,7 +116,7 @@ def test_quantization_failure_names_the_step(tmp_path):
 
 def test_int8_devices_time_a_quantized_model_as_is(small, tmp_path):
     _, space, _ = small
-    model = space.build(space.decode(ARCH), 10, 3)
+    model = space.build(space.decode(SMALL_ARCH), 10, 3)
     path = export_onnx(model, (1, 3, 32, 32), tmp_path / "m.onnx")
     backend = measurement_backend("cpu-ort-int8", threads=1, warmup=1, repeats=3, batch_size=1)
     result = backend.measure(path, (1, 3, 32, 32))
@@ -187,7 +172,10 @@ def test_compression_space_round_trips_and_rejects_what_it_cannot_draw():
             "set latency.mode: measured",
         ),
         (
-            {"compression": COMPRESSION, "search": {"seed_candidates": [ARCH + "|p0.3_int8"]}},
+            {
+                "compression": COMPRESSION,
+                "search": {"seed_candidates": [SMALL_ARCH + "|p0.3_int8"]},
+            },
             "prune ratio 0.3 not in (0.0, 0.5)",
         ),
         (
@@ -235,7 +223,11 @@ def compressed_run(tmp_path_factory):
         },
         "search": {
             "n_trials": 3,
-            "seed_candidates": [ARCH + "|p0.5_int8", ARCH + "|p0.0_int8", ARCH + "|p0.0_fp32"],
+            "seed_candidates": [
+                SMALL_ARCH + "|p0.5_int8",
+                SMALL_ARCH + "|p0.0_int8",
+                SMALL_ARCH + "|p0.0_fp32",
+            ],
         },
     }
     config = root / "comp.yaml"
@@ -322,7 +314,7 @@ def test_openvino_int8_through_nncf_is_an_ir_scored_by_openvino(small, tmp_path)
         calibration=splits.train_x[:64],
     )
     torch.manual_seed(0)
-    model = space.build(space.decode(ARCH), 10, 1, input_size=8)
+    model = space.build(space.decode(SMALL_ARCH), 10, 1, input_size=8)
     recipe = {"epochs": 6, "optimizer": "adamw", "lr": 0.005, "weight_decay": 0.01}
     train_proxy(model, splits, config.training.model_copy(update=recipe), seed=0)
     path = comp.artifact(model, (1, 1, 8, 8), "int8", tmp_path / "proxy", dynamic=True)

@@ -5,22 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nas.config import DistillationConfig, parse_config
+from nas.config import DistillationConfig
 from nas.errors import ConfigError
-from nas.train.data import load_dataset, make_splits
 from nas.train.distillation import build_teacher
 from nas.train.proxy import Distillation
-from search_spaces import get_space
-from tests.conftest import SMALL_CONFIG
-from tests.nas.compress.test_compression import ARCH
-
-
-@pytest.fixture(scope="module")
-def small():
-    config = parse_config(SMALL_CONFIG, source="test")
-    space = get_space("efficientnet", config.space)
-    splits = make_splits(load_dataset(config.data), config.data, config.seed)
-    return config, space, splits
+from tests.conftest import SMALL_ARCH
 
 
 def test_distillation_loss_mixes_labels_and_teacher():
@@ -34,7 +23,7 @@ def test_distillation_loss_mixes_labels_and_teacher():
 
 def test_a_teacher_is_a_candidate_of_the_space_or_a_timm_model(small):
     _, space, splits = small
-    model = build_teacher(DistillationConfig(teacher=ARCH), space, splits)
+    model = build_teacher(DistillationConfig(teacher=SMALL_ARCH), space, splits)
     assert model(splits.val_x[:2]).shape == (2, 10)
     with pytest.raises(ConfigError, match="not a candidate of the space"):
         build_teacher(DistillationConfig(teacher="w9_nonsense"), space, splits)
