@@ -179,6 +179,17 @@ def test_functions_stay_under_80_lines() -> None:
     assert long_functions(REPO, PACKAGES) == []
 
 
+def test_every_folder_of_code_is_a_package() -> None:
+    """A folder without __init__.py imports here but is left out of an installed wheel."""
+    missing = [
+        str(folder.relative_to(REPO))
+        for pkg in PACKAGES
+        for folder in [REPO / pkg, *(REPO / pkg).rglob("*")]
+        if folder.is_dir() and any(folder.glob("*.py")) and not (folder / "__init__.py").is_file()
+    ]
+    assert missing == []
+
+
 def test_the_checks_catch_what_they_are_for(tmp_path: Path) -> None:
     """A leaf importing nas, a sideways import, an upward one, a cycle hidden in a function and
     a long function are each reported, so the tests above cannot pass by seeing nothing."""
