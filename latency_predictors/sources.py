@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,6 +30,7 @@ from latency_predictors.table import LatencyTable, find_tables, load_table
 
 LATENCY_CACHE = Path(".cache") / "latency.sqlite"
 PREDICTORS_DIR = "predictors"
+USER_TABLES = "tables"
 
 
 class LatencySource(Protocol):
@@ -133,16 +135,25 @@ def predictor_path(
     )
 
 
+def table_folders(runs_dir: Path) -> tuple[Path, ...]:
+    """Where device tables are looked for: the runs folder's own ``tables/`` (tables added by
+    users), then the tables shipped with the package."""
+    return Path(runs_dir) / USER_TABLES, TABLES_DIR
+
+
 def find_device_table(
-    device: str, space_name: str, space_config: Any = None, folder: Path = TABLES_DIR
+    device: str,
+    space_name: str,
+    space_config: Any = None,
+    folders: Sequence[Path] = (TABLES_DIR,),
 ) -> Path | None:
-    """The table in `folder` for `device` and `space_name`, if there is one.
+    """The table in `folders` (searched in order) for `device` and `space_name`, if any.
 
     A table profiled for exactly `space_config` wins over one for another configuration of the
     same space (which may still cover it).
     """
     matches = []
-    for path in find_tables(folder):
+    for path in (p for folder in folders for p in find_tables(folder)):
         try:
             meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
         except (OSError, ValueError):

@@ -14,42 +14,70 @@ import pandas as pd
 
 from hwnas_base.progress import PhaseProgress, quiet
 from nas.cluster.connect import ray_environment
+from nas.config import RunConfig, config_from_text
 from nas.devices.evaluation import PredictorEvaluation
 from nas.devices.evaluation import evaluate_predictor as _evaluate_predictor
 from nas.devices.listing import list_devices as _list_devices
 from nas.devices.profiling import ProfileOptions
 from nas.devices.profiling import profile_device as _profile_device
+from nas.devices.tables import add_table as _add_table
 from nas.errors import RunError
 from nas.export.compare import CompareOptions
 from nas.export.compare import compare as _compare
 from nas.export.exporter import ExportOptions, export_trial
+from nas.export.exporter import check_export as _check_export
 from nas.export.layer_profile import profile_model
 from nas.progress import SearchReporter
-from nas.report.plots import write_plot
-from nas.report.tables import trials_frame, write_tables
+from nas.report.choice import best_under, knee, side_by_side
+from nas.report.live import LiveRun
+from nas.report.plots import pareto_figure, write_plot
+from nas.report.progress import Progress
+from nas.report.tables import front_frame, trial_record, trials_frame, write_tables
 from nas.run import DEFAULT_RUNS_DIR, Run
-from nas.search.session import SearchOptions, SearchResult, WorkerOptions, search_here, work
+from nas.search.session import (
+    SearchOptions,
+    SearchResult,
+    WorkerOptions,
+    check,
+    search_here,
+    work,
+)
 from nas.storage import load_study
 from nas.train.full import TrainOptions, train_trial
 
 __all__ = [
     "CompareOptions",
     "ExportOptions",
+    "LiveRun",
     "PredictorEvaluation",
     "ProfileOptions",
+    "Progress",
     "SearchOptions",
     "SearchResult",
     "TrainOptions",
     "WorkerOptions",
+    "add_table",
+    "best_under",
+    "check_export",
+    "check_search",
     "compare",
     "evaluate_predictor",
     "export",
+    "front_frame",
+    "knee",
     "list_devices",
+    "live",
     "pareto",
+    "pareto_figure",
     "profile_device",
     "profile_layers",
+    "progress",
     "search",
+    "search_config",
+    "side_by_side",
     "train",
+    "trial",
+    "trials",
     "worker",
 ]
 
@@ -64,6 +92,27 @@ def search(options: SearchOptions, reporter: SearchReporter | None = None) -> Se
 
         return ray_search(options, config, reporter)
     return search_here(options, config, reporter)
+
+
+def search_config(
+    text: str,
+    *,
+    name: str | None = None,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    source: str = "submitted config",
+) -> RunConfig:
+    """A run config given as YAML or JSON text, with overrides applied, validated as a file
+    given to `nas search` is."""
+    return config_from_text(text, source=source).with_overrides(
+        name=name, n_trials=n_trials, timeout=timeout
+    )
+
+
+def check_search(config: RunConfig, runs_dir: Path, *, source: str, here: bool = True) -> Run:
+    """Everything `nas search` checks before it writes a file (see `nas.search.session.check`);
+    the run the search would write to."""
+    return check(config, runs_dir, source=source, here=here)
 
 
 def worker(options: WorkerOptions, reporter: SearchReporter | None = None) -> SearchResult:
@@ -83,6 +132,26 @@ def pareto(run_dir: Path, *, plot: bool = True) -> tuple[pd.DataFrame, pd.DataFr
     return front, trials
 
 
+def trials(run_dir: Path) -> pd.DataFrame:
+    """Every trial of a run, read from its storage (nothing is written)."""
+    return trials_frame(load_study(Run.open(run_dir)))
+
+
+def trial(run_dir: Path, number: int) -> dict[str, Any]:
+    """Everything trial `number` of a run recorded (see `nas.report.tables.trial_record`)."""
+    return trial_record(load_study(Run.open(run_dir)), number)
+
+
+def progress(run_dir: Path, started: float | None = None, ended: float | None = None) -> Progress:
+    """How far a run's search is toward its target number of trials."""
+    return LiveRun(Run.open(run_dir)).progress(started, ended)
+
+
+def live(run_dir: Path) -> LiveRun:
+    """A run kept open to be read again and again as it grows (see `nas.report.live`)."""
+    return LiveRun(Run.open(run_dir))
+
+
 def train(run_dir: Path, options: TrainOptions, progress: PhaseProgress = quiet) -> dict[str, Any]:
     """Train a trial at full fidelity; its record (also in RUN/trained/NNNNN/train.json)."""
     run = Run.open(run_dir)
@@ -95,6 +164,11 @@ def export(run_dir: Path, options: ExportOptions, progress: PhaseProgress = quie
     return export_trial(Run.open(run_dir), options, progress)
 
 
+def check_export(run_dir: Path, options: ExportOptions) -> None:
+    """Everything `export` checks before it writes a file, without exporting."""
+    _check_export(Run.open(run_dir), options)
+
+
 def profile_layers(model_dir: Path, *, runs: int = 20, threads: int = 1) -> dict[str, Any]:
     """Per-layer latency of an exported model; writes profile.csv and profile.html into it."""
     return profile_model(model_dir, runs=runs, threads=threads)
@@ -103,6 +177,11 @@ def profile_layers(model_dir: Path, *, runs: int = 20, threads: int = 1) -> dict
 def compare(options: CompareOptions, progress: PhaseProgress = quiet) -> pd.DataFrame:
     """A/B comparison of exported variants; the verdict table (first variant = reference)."""
     return _compare(options, progress)
+
+
+def add_table(csv: bytes, metadata: bytes, runs_dir: Path, *, replace: bool = False) -> Path:
+    """Check a device's latency table and install it under `runs_dir/tables/`; its path."""
+    return _add_table(csv, metadata, runs_dir, replace=replace)
 
 
 def profile_device(options: ProfileOptions, progress: PhaseProgress = quiet) -> Path:

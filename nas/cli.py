@@ -139,8 +139,8 @@ def search(
     address: Annotated[
         str | None,
         typer.Option(
-            help="Ray cluster to join (HOST:PORT of `ray start --head`); default: "
-            "start a local Ray instance"
+            help="Ray cluster to join (HOST:PORT of `ray start --head`, or auto inside a Ray "
+            "job); default: start a local Ray instance"
         ),
     ] = None,
     storage: Annotated[
@@ -578,6 +578,36 @@ def devices(
                 f"{p['flops_spearman']:.4f}",
             )
         out.print(rep)
+
+
+@app.command()
+@user_errors
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+    runs_dir: Annotated[Path, typer.Option(help="The runs folder the service owns")] = Path("runs"),
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="Ray job submission address (http://HEAD:8265): searches run as Ray jobs with "
+            "the Ray backend; default: subprocesses on this machine"
+        ),
+    ] = None,
+    max_running: Annotated[int, typer.Option(help="Searches at once; the rest wait")] = 1,
+) -> None:
+    """Serve the JSON API and web UI: submit, watch, choose, export, add devices' tables.
+
+    Prints the URL and the token to log in with. Jobs outlive the service: start it again and
+    it finds them running, or resumes them from their studies.
+    """
+    from nas.service.server import serve as run_service
+    from nas.service.state import ServeOptions
+
+    run_service(
+        ServeOptions(
+            host=host, port=port, runs_dir=runs_dir, address=address, max_running=max_running
+        )
+    )
 
 
 def main() -> None:

@@ -439,11 +439,18 @@ def load_config(path: str | Path) -> RunConfig:
     if not path.is_file():
         raise ConfigError(f"config file {path} not found; the examples are in configs/")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read: {e}") from None
+    return config_from_text(text, source=str(path))
+
+
+def config_from_text(text: str, *, source: str) -> RunConfig:
+    """Validate a run config given as YAML (or JSON, which YAML reads too)."""
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}:{where} not valid YAML: {getattr(e, 'problem', e)}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read: {e}") from None
-    return parse_config(raw, source=str(path))
+        raise ConfigError(f"{source}:{where} not valid YAML: {getattr(e, 'problem', e)}") from None
+    return parse_config(raw, source=source)

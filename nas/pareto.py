@@ -77,3 +77,27 @@ def hypervolume_2d(
         area += (ref[0] - x) * (prev_y - y)
         prev_y = y
     return float(area)
+
+
+def knee_index(points: np.ndarray, maximize: Sequence[bool]) -> int | None:
+    """The knee of a two-objective front: the point farthest from the straight line between
+    the front's two ends, both objectives scaled to [0, 1] (the Kneedle idea). It is where
+    giving up one objective starts to buy little of the other.
+
+    Returns:
+        The knee's row in `points`, or None for fewer than three points.
+    """
+    pts = _as_minimization(points, maximize)
+    if len(pts) < 3:
+        return None
+    span = pts.max(axis=0) - pts.min(axis=0)
+    scaled = (pts - pts.min(axis=0)) / np.where(span > 0, span, 1.0)
+    order = np.argsort(scaled[:, 0], kind="stable")
+    first, last = scaled[order[0]], scaled[order[-1]]
+    direction = last - first
+    length = float(np.hypot(*direction))
+    if length == 0:
+        return None
+    offsets = scaled - first
+    distance = np.abs(offsets[:, 0] * direction[1] - offsets[:, 1] * direction[0]) / length
+    return int(np.argmax(distance))

@@ -3,6 +3,7 @@
 #   - the proxy dataset, Debian's dataset-fashion-mnist package;
 #   - PostgreSQL (Debian's postgresql package), for studies shared by workers on many machines
 #     and the tests that start a server of their own;
+#   - Chromium and its WebDriver (Debian's chromium, chromium-driver), for the web UI's tests;
 #   - a virtual environment in .venv with the project and its dev tools installed
 #     (reinstalled when pyproject.toml or this file changes).
 # Sourced by scripts/quickstart and scripts/test.
@@ -21,6 +22,13 @@ fi
 # `ip netns`: the cluster tests run their Ray nodes in a network namespace with only loopback.
 if ! command -v ip >/dev/null 2>&1; then
   APT_PACKAGES+=(iproute2)
+fi
+# A real browser for the web UI's tests: Debian's Chromium and its WebDriver.
+if ! command -v chromium >/dev/null 2>&1; then
+  APT_PACKAGES+=(chromium)
+fi
+if ! command -v chromedriver >/dev/null 2>&1; then
+  APT_PACKAGES+=(chromium-driver)
 fi
 if [ ${#APT_PACKAGES[@]} -gt 0 ]; then
   echo "==> installing Debian packages: ${APT_PACKAGES[*]}" >&2
@@ -51,7 +59,7 @@ STAMP="$VENV/.installed-$(cat "$ROOT/pyproject.toml" "$ROOT/scripts/env.sh" | sh
 if [ ! -f "$STAMP" ]; then
   echo "==> installing the project into $VENV (torch takes about 2 minutes)" >&2
   "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -e "$ROOT[dev,openvino,cluster]"
+  "$VENV/bin/python" -m pip install -q -e "$ROOT[dev,openvino,cluster,service]"
   rm -f "$VENV"/.installed-*
   touch "$STAMP"
 fi

@@ -138,18 +138,25 @@ def netns_available() -> bool:
 class RayCluster:
     """A Ray head and a second node, started with `ray start` in a loopback-only namespace.
 
-    The head carries the latency device (``device:cpu-ort-fp32``); the second node only CPUs.
+    The head carries the latency device (``device:cpu-ort-fp32``) and the dashboard (for job
+    submission); the second node only CPUs.
     """
 
     namespace: str
     port: int
     temp_dir: Path
     worker_port: int = field(default_factory=free_port)
+    dashboard_port: int = field(default_factory=free_port)
     device: str = "cpu-ort-fp32"
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def jobs_address(self) -> str:
+        """Where Ray's job submission API answers (the head's dashboard)."""
+        return f"http://127.0.0.1:{self.dashboard_port}"
 
     def prefix(self) -> list[str]:
         """Command prefix that runs a program inside the cluster's namespace."""
@@ -186,7 +193,10 @@ class RayCluster:
                 "--node-ip-address=127.0.0.1",
                 "--num-cpus=1",
                 f"--resources={json.dumps({f'device:{cluster.device}': 1})}",
-                "--include-dashboard=false",
+                # The dashboard serves Ray's job submission API, which `nas serve` uses.
+                "--include-dashboard=true",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={cluster.dashboard_port}",
                 f"--temp-dir={temp}",
                 "--disable-usage-stats",
             )

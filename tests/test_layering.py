@@ -5,6 +5,7 @@ Every module of the project is parsed (imports inside functions and under TYPE_C
 included, since either can close a cycle that a reader does not see). The order, top to bottom:
 
     nas.cli
+    nas.service (`nas serve` starts it)
     nas.api
     nas.cluster | nas.export | nas.devices
     nas.search
@@ -33,6 +34,7 @@ PACKAGES = ("hwnas_base", "search_spaces", "latency_predictors", "nas")
 LEAVES = ("hwnas_base", "search_spaces", "latency_predictors")
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("nas.cli",),
+    ("nas.service",),
     ("nas.api",),
     ("nas.cluster", "nas.export", "nas.devices"),
     ("nas.search",),

@@ -33,17 +33,25 @@ def needs_device(config: RunConfig) -> bool:
     return config.latency.mode != "predicted" or config.compression.enabled
 
 
+# The address of the cluster a process runs in: a Ray job's driver is started inside one.
+IN_CLUSTER = "auto"
+
+
 def check_address(address: str) -> None:
     """Fail within seconds, with one line, when nothing answers at `address`.
+
+    ``auto`` (the cluster this process runs in, as a Ray job does) is not probed.
 
     Raises:
         RunError: `address` is not HOST:PORT, or no server listens there.
     """
+    if address == IN_CLUSTER:
+        return
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit():
         raise RunError(
             f"--address {address!r} is not HOST:PORT; give the address `ray start --head` "
-            "printed, e.g. 127.0.0.1:6379"
+            "printed, e.g. 127.0.0.1:6379 (or auto inside a Ray job)"
         )
     try:
         with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S):

@@ -135,7 +135,7 @@ def _fit(
 ) -> tuple[Any, list[Any], np.ndarray]:
     """(the fitted predictor, the candidates it was fitted on, their measured latency)."""
     if options.kind == "lut":
-        predictor, table = lookup_predictor(config, space)
+        predictor, table = lookup_predictor(config, space, options.runs_dir)
         fit_set = [space.decode(c.candidate) for c in table.calibration]
         return predictor, fit_set, np.array([c.p50_ms for c in table.calibration])
     rng = np.random.default_rng(options.seed)

@@ -7,15 +7,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-from latency_predictors.devices import BUILTIN_DEVICES, TABLES_DIR
-from latency_predictors.sources import PREDICTORS_DIR
+from latency_predictors.devices import BUILTIN_DEVICES
+from latency_predictors.sources import PREDICTORS_DIR, table_folders
 from latency_predictors.table import find_tables
 from nas.run import DEFAULT_RUNS_DIR
 
 
 def list_devices(runs_dir: Path = DEFAULT_RUNS_DIR) -> list[dict[str, Any]]:
-    """Every device with a measurement backend or a latency table, and its predictor reports."""
-    reports = _predictor_reports(Path(runs_dir))
+    """Every device with a measurement backend or a latency table (under `runs_dir/tables/` or
+    shipped), and its predictor reports."""
+    runs_dir = Path(runs_dir)
+    reports = _predictor_reports(runs_dir)
     rows: list[dict[str, Any]] = []
     for spec in BUILTIN_DEVICES.values():
         reason = spec.unavailable_reason()
@@ -29,7 +31,7 @@ def list_devices(runs_dir: Path = DEFAULT_RUNS_DIR) -> list[dict[str, Any]]:
                 "predictors": reports.get(spec.name, []),
             }
         )
-    for path in find_tables(TABLES_DIR):
+    for path in (p for folder in table_folders(runs_dir) for p in find_tables(folder)):
         try:
             meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
             dev = meta["device"]

@@ -15,12 +15,7 @@ from typing import Any
 
 from latency_predictors.backends import LatencyBackend
 from latency_predictors.device import Device
-from latency_predictors.devices import (
-    BUILTIN_DEVICES,
-    TABLES_DIR,
-    measurement_backend,
-    precision_device,
-)
+from latency_predictors.devices import BUILTIN_DEVICES, measurement_backend, precision_device
 from latency_predictors.predictors import LookupTablePredictor, load_predictor
 from latency_predictors.sources import (
     HybridLatency,
@@ -30,6 +25,7 @@ from latency_predictors.sources import (
     find_device_table,
     latency_cache,
     predictor_path,
+    table_folders,
     table_predictor,
 )
 from latency_predictors.table import LatencyTable
@@ -74,22 +70,25 @@ def predicted(config: RunConfig) -> RunConfig:
     )
 
 
-def lookup_predictor(config: RunConfig, space: Any) -> tuple[LookupTablePredictor, LatencyTable]:
-    """The config's table (or the device's shipped one), checked against the device and
-    space, with its correction fitted.
+def lookup_predictor(
+    config: RunConfig, space: Any, runs_dir: Path
+) -> tuple[LookupTablePredictor, LatencyTable]:
+    """The config's table (or the device's table under `runs_dir/tables/` or shipped with the
+    package), checked against the device and space, with its correction fitted.
 
     Raises:
         TableError: no table for the device and space, or one that does not fit them.
     """
     lat = config.latency
+    folders = table_folders(runs_dir)
     path = lat.table or find_device_table(
-        lat.device, space.name, config.space.model_dump(mode="json")
+        lat.device, space.name, config.space.model_dump(mode="json"), folders
     )
     if path is None:
         raise TableError(
             f"no latency table for device {lat.device!r} and space {space.name!r} in "
-            f"{TABLES_DIR}; profile one with `nas latency profile --device {lat.device} "
-            "--config CONFIG` or set latency.table to a table's path"
+            f"{' or '.join(map(str, folders))}; profile one with `nas latency profile --device "
+            f"{lat.device} --config CONFIG` or set latency.table to a table's path"
         )
     return table_predictor(
         path, space, config.deployment.target(), device=lat.device, threads=lat.threads
@@ -123,7 +122,7 @@ def _predicted_latency(
     lat = config.latency
     predictor: Any
     if lat.predictor == "lut":
-        predictor, table = lookup_predictor(config, space)
+        predictor, table = lookup_predictor(config, space, runs_dir)
         device = table.device
         if measured is not None and table.device.hardware != measured.device.hardware:
             raise TableError(

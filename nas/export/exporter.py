@@ -138,6 +138,12 @@ def export_trial(run: Run, options: ExportOptions, progress: PhaseProgress = qui
     return out
 
 
+def check_export(run: Run, options: ExportOptions) -> None:
+    """Everything an export checks before it writes a file: the trial, the format and its
+    runtime here, the precision, the weights, the output folder."""
+    _plan(run, options)
+
+
 def _plan(run: Run, options: ExportOptions) -> _Plan:
     """Check the options against the run and choose trial, format, precision and weights."""
     if (options.trial is None) == (options.candidate is None):

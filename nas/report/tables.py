@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from hwnas_base.io import write_atomic
+from nas.errors import UnknownTrialError
 from nas.pareto import front_indices
 from nas.record import (
     ACCURACY,
@@ -117,3 +118,34 @@ def write_tables(run: Run, trials: pd.DataFrame) -> pd.DataFrame:
 def front_records(front: pd.DataFrame) -> list[dict[str, Any]]:
     """The front as JSON-safe records."""
     return json.loads(front[TRIAL_COLUMNS].to_json(orient="records"))
+
+
+def trial_record(
+    study: optuna.Study, number: int, trials: pd.DataFrame | None = None
+) -> dict[str, Any]:
+    """Everything a trial recorded: its row of the trials table, every attribute (per-epoch
+    accuracy, compression columns, device identity, failure reason) and its parameters.
+
+    Args:
+        study: The run's study.
+        number: The trial.
+        trials: The study's trials table, when the caller has it.
+
+    Raises:
+        UnknownTrialError: the study has no trial `number`.
+    """
+    found = study.get_trials(deepcopy=False)
+    match = [t for t in found if t.number == number and not t.user_attrs.get(SURPLUS)]
+    if not match:
+        last = f"0..{len(found) - 1}" if found else "none"
+        raise UnknownTrialError(f"trial {number} not in run (trials: {last})")
+    trial = match[0]
+    table = trials_frame(study) if trials is None else trials
+    row = table.set_index("number").loc[number]
+    return {
+        "row": json.loads(row.to_json()) | {"number": number},
+        "attrs": dict(trial.user_attrs),
+        "params": dict(trial.params),
+        "started": trial.datetime_start.isoformat() if trial.datetime_start else None,
+        "completed": trial.datetime_complete.isoformat() if trial.datetime_complete else None,
+    }

@@ -284,6 +284,28 @@ def remeasure_front(
     write_plot(run, trials)
 
 
+def check(config: RunConfig, runs_dir: Path, *, source: str, here: bool = True) -> Run:
+    """Everything a search checks before it writes a file, without running it: the run it
+    would write to.
+
+    Args:
+        config: The search's config, overrides applied.
+        runs_dir: Where its run goes.
+        source: Where the config came from, for messages.
+        here: The search will run on this machine, so its dataset, device and runtimes are
+            checked too; False for one that runs elsewhere (a Ray cluster), where only the
+            config, the seeds and the run folder can be checked from here.
+    """
+    if here:
+        prepare(config, runs_dir, source=source)
+    else:
+        space = get_space(config.space.name, config.space)
+        check_seeds(config, space, compression_space(config.compression, space), source)
+    run = Run.check(runs_dir, config)
+    check_storage(config.cluster, run.root)
+    return run
+
+
 def search_here(
     options: SearchOptions, config: RunConfig, reporter: SearchReporter | None
 ) -> SearchResult:

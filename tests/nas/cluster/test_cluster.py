@@ -27,7 +27,7 @@ import yaml
 
 from nas.storage import is_finished
 from tests.conftest import REPO, SMALL_CONFIG, deep_update, run_cli
-from tests.services import Postgres, RayCluster, netns_available, postgres_bin, wait_for
+from tests.services import Postgres, RayCluster, netns_available, wait_for
 
 pytestmark = [
     pytest.mark.skipif(not netns_available(), reason="the cluster tests need root and `ip netns`"),
@@ -35,22 +35,6 @@ pytestmark = [
 
 # Trials long enough to be killed in the middle (several seconds of training each).
 LONG_TRIALS = {"data": {"train_size": 1400}, "training": {"epochs": 5}}
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    c = RayCluster.start()
-    yield c
-    c.stop()
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    if postgres_bin() is None:
-        pytest.skip("PostgreSQL is not installed; scripts/env.sh installs it")
-    server = Postgres.start()
-    yield server
-    server.stop()
 
 
 def write(tmp_path: Path, changes: dict[str, Any], name: str = "config.yaml") -> Path:

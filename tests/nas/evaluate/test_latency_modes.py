@@ -119,8 +119,9 @@ def test_gbm_search_without_a_fitted_predictor_fails_first(tmp_path: Path, write
 def test_lookup_predictor_reads_the_config_s_table(small_table: Path) -> None:
     raw = deep_update(SMALL_CONFIG, {"latency": {"table": str(small_table), "mode": "predicted"}})
     config = parse_config(raw, source="t")
-    predictor, table = lookup_predictor(config, get_space("efficientnet", config.space))
+    space = get_space("efficientnet", config.space)
+    predictor, table = lookup_predictor(config, space, small_table.parent)
     assert predictor.n_fit_ == 8 and table.path == small_table
     threads = parse_config(deep_update(raw, {"latency": {"threads": 2}}), source="t")
     with pytest.raises(TableError, match="1 threads, the config asks for 2"):
-        lookup_predictor(threads, get_space("efficientnet", threads.space))
+        lookup_predictor(threads, space, small_table.parent)

@@ -1,0 +1,112 @@
+"""The service killed with kill -9 in the middle of a search, and started again: the search
+goes on and ends with exactly the trials it asked for, none lost, none repeated."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sqlite3
+from pathlib import Path
+
+import optuna
+
+from nas.storage import is_finished
+from tests.nas.service.conftest import follow_events, search_config, start_service
+from tests.services import wait_for
+
+LONG = {"data": {"train_size": 1400}, "training": {"epochs": 4}, "search": {"n_trials": 4}}
+
+
+def _study(runs: Path) -> optuna.Study:
+    return optuna.load_study(
+        study_name="restart", storage=f"sqlite:///{runs / 'restart' / 'study.db'}"
+    )
+
+
+def _job_pid(runs: Path) -> int:
+    """The process id the service recorded for the search's job."""
+    with contextlib.closing(sqlite3.connect(runs / ".service" / "jobs.db")) as db:
+        (pid,) = db.execute("SELECT pid FROM jobs WHERE id = 'restart'").fetchone()
+    return int(pid)
+
+
+def _states(runs: Path) -> list[str]:
+    """Trial states; none while the study file is missing (opening it would create it)."""
+    if not (runs / "restart" / "study.db").is_file():
+        return []
+    return [t.state.name for t in _study(runs).get_trials()]
+
+
+def test_kill_9_in_the_middle_then_start_again(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    first = start_service(runs)
+    try:
+        with first.client() as client:
+            response = client.post(
+                "/api/searches", json={"config": search_config("restart", **LONG)}
+            )
+            assert response.status_code == 201, response.text
+        wait_for(
+            lambda: "COMPLETE" in _states(runs) and _states(runs)[-1] == "RUNNING",
+            300,
+            "a finished trial and the next one running",
+            tolerate=(ValueError, KeyError),
+        )
+        before = {t.number: t.values for t in _study(runs).get_trials() if t.values}
+        first.kill()
+    finally:
+        first.stop()
+    second = start_service(runs)
+    try:
+        with second.client() as client:
+            events = follow_events(client, "restart")
+            assert events[-1]["state"] == "finished", events[-1]
+    finally:
+        second.stop()
+    trials = _study(runs).get_trials()
+    assert sum(is_finished(t) for t in trials) == 4  # exactly the asked number
+    assert not [t for t in trials if t.state.name == "RUNNING"]
+    after = {t.number: t.values for t in trials}
+    assert all(after[n] == v for n, v in before.items())  # finished trials kept as they were
+    # The search process outlived the service and the new service found it running: it was
+    # neither started twice nor resumed, so no trial was interrupted and run again.
+    assert not [t for t in trials if t.user_attrs.get("interrupted")]
+    log = (runs / ".service" / "jobs" / "restart" / "log.txt").read_text()
+    assert log.count("4/4 trials finished") == 1
+
+
+def test_service_and_search_killed_together_resume_from_the_study(tmp_path: Path) -> None:
+    """As if the machine had gone away: the search's process dies with the service, so the
+    restarted service queues the search again and it goes on from its study."""
+    runs = tmp_path / "runs"
+    first = start_service(runs)
+    try:
+        with first.client() as client:
+            body = {"config": search_config("restart", **LONG)}
+            assert client.post("/api/searches", json=body).status_code == 201
+        wait_for(
+            lambda: "COMPLETE" in _states(runs) and _states(runs)[-1] == "RUNNING",
+            300,
+            "a finished trial and the next one running",
+            tolerate=(ValueError, KeyError),
+        )
+        job_pid = _job_pid(runs)
+        first.kill()
+        os.killpg(job_pid, signal.SIGKILL)
+    finally:
+        first.stop()
+    second = start_service(runs)
+    try:
+        with second.client() as client:
+            events = follow_events(client, "restart")
+            assert events[-1]["state"] == "finished", events[-1]
+            assert any("resumed from its study" in e["message"] for e in events)
+    finally:
+        second.stop()
+    trials = _study(runs).get_trials()
+    assert sum(is_finished(t) for t in trials) == 4
+    cut = [t for t in trials if t.user_attrs.get("interrupted")]
+    assert len(cut) == 1  # the trial the kill cut off, run again once
+    retry = [t for t in trials if t.user_attrs.get("retry_of") == cut[0].number]
+    assert len(retry) == 1 and retry[0].params == cut[0].params
