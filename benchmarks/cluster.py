@@ -23,7 +23,6 @@ import datetime
 import itertools
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,33 +31,17 @@ from typing import Any
 import optuna
 import sqlalchemy.exc
 import yaml
+from _digits import NAS, digits_search
 
 REPO = Path(__file__).resolve().parents[1]
 
-BASE: dict[str, Any] = {
-    "seed": 0,
-    "space": {
-        "scaling": {"mode": "independent", "width": [0.25, 0.5], "depth": 0.5, "resolution": [32]},
-        "base_resolution": 32,
-        "min_feature_size": 2,
-        "choices": {"kernel": [3, 5], "expansion": [3, 6], "act": ["relu6", "hswish"]},
-    },
-    "data": {"dataset": "digits", "train_size": 1400, "val_size": 300},
-    "training": {"epochs": 3, "batch_size": 64, "threads": 1},
-    "deployment": {"num_classes": 10},
-    "latency": {"warmup": 2, "repeats": 10},
-    "search": {"sampler": "random"},
-}
-
 
 def nas(*args: Any) -> list[str]:
-    return [sys.executable, "-m", "nas.cli", *map(str, args)]
+    return [*NAS, *map(str, args)]
 
 
 def write(tmp: Path, name: str, changes: dict[str, Any]) -> Path:
-    config = {**BASE, "name": name}
-    for key, value in changes.items():
-        config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
+    config = digits_search(name, **changes)
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path

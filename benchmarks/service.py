@@ -21,14 +21,12 @@ Every service is a real `nas serve` subprocess on 127.0.0.1.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import shutil
 import signal
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -39,24 +37,9 @@ import httpx
 import numpy as np
 import optuna
 import yaml
+from _digits import NAS, digits_search
 
 REPO = Path(__file__).resolve().parents[1]
-NAS = [sys.executable, "-m", "nas.cli"]
-
-BASE: dict[str, Any] = {
-    "seed": 0,
-    "space": {
-        "scaling": {"mode": "independent", "width": [0.25, 0.5], "depth": 0.5, "resolution": [32]},
-        "base_resolution": 32,
-        "min_feature_size": 2,
-        "choices": {"kernel": [3, 5], "expansion": [3, 6], "act": ["relu6", "hswish"]},
-    },
-    "data": {"dataset": "digits", "train_size": 1400, "val_size": 300},
-    "training": {"batch_size": 64, "threads": 1},
-    "deployment": {"num_classes": 10},
-    "latency": {"warmup": 2, "repeats": 10},
-    "search": {"sampler": "random"},
-}
 
 
 def free_port() -> int:
@@ -100,11 +83,7 @@ class Service:
 
 
 def config(name: str, trials: int, epochs: int) -> dict[str, Any]:
-    raw = json.loads(json.dumps(BASE))
-    raw["name"] = name
-    raw["search"]["n_trials"] = trials
-    raw["training"]["epochs"] = epochs
-    return raw
+    return digits_search(name, search={"n_trials": trials}, training={"epochs": epochs})
 
 
 def follow(client: httpx.Client, name: str) -> None:

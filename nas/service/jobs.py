@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from hwnas_base.io import sqlite_transaction
 
 QUEUED, RUNNING, FINISHED, FAILED, CANCELLED = (
     "queued",
@@ -97,14 +98,8 @@ class JobStore:
     def folder(self, job_id: str) -> Path:
         return self.root / "jobs" / job_id
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30)
-        try:
-            with db:
-                yield db
-        finally:
-            db.close()
+    def _connect(self) -> AbstractContextManager[sqlite3.Connection]:
+        return sqlite_transaction(self.path)
 
     @staticmethod
     def _job(row: tuple[Any, ...]) -> Job:

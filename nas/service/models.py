@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from nas.api import Progress
 from nas.config import RUN_NAME_PATTERN
 
 JobState = Literal["queued", "running", "finished", "failed", "cancelled"]
@@ -33,16 +34,6 @@ class SearchRequest(_Model):
     timeout: float | None = Field(None, gt=0, description="seconds; overrides search.timeout")
 
 
-class ProgressView(_Model):
-    done: int
-    total: int
-    running: int
-    failed: int
-    front_size: int
-    elapsed_s: float
-    remaining_s: float | None
-
-
 class SearchView(_Model):
     name: str
     state: JobState | None = Field(None, description="None for a run made outside the service")
@@ -50,7 +41,7 @@ class SearchView(_Model):
     started: float | None = None
     ended: float | None = None
     message: str = ""
-    progress: ProgressView | None = None
+    progress: Progress | None = None
 
 
 class SearchDetail(SearchView):

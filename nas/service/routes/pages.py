@@ -13,6 +13,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+import nas
 from nas import api
 from nas.config import RUN_NAME_PATTERN
 from nas.service.auth import COOKIE, safe_next, token_matches
@@ -23,6 +24,7 @@ from nas.service.state import Service, authorized, service
 
 HERE = Path(__file__).resolve().parents[1]
 templates = Jinja2Templates(directory=HERE / "templates")
+templates.env.globals["version"] = nas.__version__  # in static URLs: a new release, a new URL
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 STATIC = {"app.js": "text/javascript", "style.css": "text/css"}
 QUICKSTART = Path(__file__).resolve().parents[3] / "configs" / "quickstart.yaml"
@@ -36,13 +38,17 @@ def _page(request: Request, template: str, **context: Any) -> HTMLResponse:
     return templates.TemplateResponse(request, template, context)
 
 
+# plotly.js is 4.8 MB: a browser keeps it (and the small files) for a day.
+CACHED = {"Cache-Control": "public, max-age=86400"}
+
+
 @router.get("/static/{name}")
 def static(name: str) -> Response:
     if name == "plotly.min.js":
-        return FileResponse(PLOTLY_JS, media_type="text/javascript")
+        return FileResponse(PLOTLY_JS, media_type="text/javascript", headers=CACHED)
     if name not in STATIC:
         return Response("not found", status_code=404, media_type="text/plain")
-    return FileResponse(HERE / "static" / name, media_type=STATIC[name])
+    return FileResponse(HERE / "static" / name, media_type=STATIC[name], headers=CACHED)
 
 
 @router.get("/login")

@@ -23,7 +23,6 @@ from nas.service.models import (
     CompareView,
     FrontView,
     PickView,
-    ProgressView,
     SearchDetail,
     SearchRequest,
     SearchView,
@@ -56,8 +55,9 @@ def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 def search_view(svc: Service, name: str, job: Job | None) -> SearchView:
     progress = None
     try:
-        p = svc.reader.progress(name, job.started if job else None, job.ended if job else None)
-        progress = ProgressView(**p.to_dict())
+        progress = svc.reader.progress(
+            name, job.started if job else None, job.ended if job else None
+        )
     except NASError:  # queued, its run not written yet
         progress = None
     return SearchView(

@@ -8,11 +8,12 @@ import os
 import signal
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import optuna
 
 from nas.storage import is_finished
-from tests.nas.service.conftest import follow_events, search_config, start_service
+from tests.nas.service.conftest import Served, follow_events, search_config, start_service
 from tests.services import wait_for
 
 LONG = {"data": {"train_size": 1400}, "training": {"epochs": 4}, "search": {"n_trials": 4}}
@@ -38,32 +39,44 @@ def _states(runs: Path) -> list[str]:
     return [t.state.name for t in _study(runs).get_trials()]
 
 
+def _mid_search(runs: Path) -> Served:
+    """A service running the 4-trial search, returned once one trial has finished and the
+    next is running; the caller kills it."""
+    service = start_service(runs)
+    with service.client() as client:
+        body = {"config": search_config("restart", **LONG)}
+        response = client.post("/api/searches", json=body)
+        assert response.status_code == 201, response.text
+    wait_for(
+        lambda: "COMPLETE" in _states(runs) and _states(runs)[-1] == "RUNNING",
+        300,
+        "a finished trial and the next one running",
+        tolerate=(ValueError, KeyError),
+    )
+    return service
+
+
+def _finish_after_restart(runs: Path) -> list[dict[str, Any]]:
+    """Start the service again on `runs` and follow the search to its end; its events."""
+    service = start_service(runs)
+    try:
+        with service.client() as client:
+            events = follow_events(client, "restart")
+    finally:
+        service.stop()
+    assert events[-1]["state"] == "finished", events[-1]
+    return events
+
+
 def test_kill_9_in_the_middle_then_start_again(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    first = start_service(runs)
+    first = _mid_search(runs)
     try:
-        with first.client() as client:
-            response = client.post(
-                "/api/searches", json={"config": search_config("restart", **LONG)}
-            )
-            assert response.status_code == 201, response.text
-        wait_for(
-            lambda: "COMPLETE" in _states(runs) and _states(runs)[-1] == "RUNNING",
-            300,
-            "a finished trial and the next one running",
-            tolerate=(ValueError, KeyError),
-        )
         before = {t.number: t.values for t in _study(runs).get_trials() if t.values}
         first.kill()
     finally:
         first.stop()
-    second = start_service(runs)
-    try:
-        with second.client() as client:
-            events = follow_events(client, "restart")
-            assert events[-1]["state"] == "finished", events[-1]
-    finally:
-        second.stop()
+    _finish_after_restart(runs)
     trials = _study(runs).get_trials()
     assert sum(is_finished(t) for t in trials) == 4  # exactly the asked number
     assert not [t for t in trials if t.state.name == "RUNNING"]
@@ -80,30 +93,15 @@ def test_service_and_search_killed_together_resume_from_the_study(tmp_path: Path
     """As if the machine had gone away: the search's process dies with the service, so the
     restarted service queues the search again and it goes on from its study."""
     runs = tmp_path / "runs"
-    first = start_service(runs)
+    first = _mid_search(runs)
     try:
-        with first.client() as client:
-            body = {"config": search_config("restart", **LONG)}
-            assert client.post("/api/searches", json=body).status_code == 201
-        wait_for(
-            lambda: "COMPLETE" in _states(runs) and _states(runs)[-1] == "RUNNING",
-            300,
-            "a finished trial and the next one running",
-            tolerate=(ValueError, KeyError),
-        )
         job_pid = _job_pid(runs)
         first.kill()
         os.killpg(job_pid, signal.SIGKILL)
     finally:
         first.stop()
-    second = start_service(runs)
-    try:
-        with second.client() as client:
-            events = follow_events(client, "restart")
-            assert events[-1]["state"] == "finished", events[-1]
-            assert any("resumed from its study" in e["message"] for e in events)
-    finally:
-        second.stop()
+    events = _finish_after_restart(runs)
+    assert any("resumed from its study" in e["message"] for e in events)
     trials = _study(runs).get_trials()
     assert sum(is_finished(t) for t in trials) == 4
     cut = [t for t in trials if t.user_attrs.get("interrupted")]
