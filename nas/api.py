@@ -42,11 +42,15 @@ from nas.search.session import (
     search_here,
     work,
 )
+from nas.serving import deploy as _deploy
+from nas.serving.deploy import DeployOptions
+from nas.serving.report import variant_rows
 from nas.storage import load_study
 from nas.train.full import TrainOptions, train_trial
 
 __all__ = [
     "CompareOptions",
+    "DeployOptions",
     "ExportOptions",
     "LiveRun",
     "PredictorEvaluation",
@@ -61,6 +65,9 @@ __all__ = [
     "check_export",
     "check_search",
     "compare",
+    "deploy",
+    "deployment_report",
+    "deployment_status",
     "evaluate_predictor",
     "export",
     "front_frame",
@@ -74,7 +81,9 @@ __all__ = [
     "progress",
     "search",
     "search_config",
+    "set_traffic",
     "side_by_side",
+    "stop_deployment",
     "train",
     "trial",
     "trials",
@@ -199,3 +208,33 @@ def evaluate_predictor(
 def list_devices(runs_dir: Path = DEFAULT_RUNS_DIR) -> list[dict[str, Any]]:
     """Every device with a measurement backend or a latency table, and its predictor reports."""
     return _list_devices(runs_dir)
+
+
+def deploy(options: DeployOptions, say: Any = None) -> dict[str, Any]:
+    """Start (or restart) a deployment on Ray Serve and wait until it answers; its record."""
+    return _deploy.deploy(options, say or (lambda _: None))
+
+
+def deployment_status(runs_dir: Path, name: str, *, live: bool = True) -> dict[str, Any]:
+    """Traffic, ramp, recent events, request counts, and (if `live`) its replicas."""
+    return _deploy.status(runs_dir, name, live=live)
+
+
+def set_traffic(runs_dir: Path, name: str, weights: dict[str, float]) -> dict[str, float]:
+    """Set a deployment's traffic split by hand (this stops a ramp); the new split."""
+    return _deploy.set_traffic(runs_dir, name, weights)
+
+
+def stop_deployment(runs_dir: Path, name: str, *, keep_ray: bool = False) -> bool:
+    """Stop a deployment (its log stays); False when it was not running."""
+    return _deploy.stop(runs_dir, name, keep_ray=keep_ray)
+
+
+def deployment_report(runs_dir: Path, name: str) -> list[dict[str, Any]]:
+    """Per variant: requests, errors, latency, throughput, accuracy on feedback, and the
+    sequential tests against the control."""
+    _, config, store = _deploy.open_store(runs_dir, name)
+    state = store.state()
+    rows = variant_rows(store.exposures(), config, state[0] if state else {})
+    store.close()
+    return rows

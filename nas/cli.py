@@ -610,6 +610,152 @@ def serve(
     )
 
 
+class _DeployGroup(typer.core.TyperGroup):
+    """`nas deploy CONFIG` is `nas deploy start CONFIG`; the other words are subcommands."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["start", *args]
+        return super().parse_args(ctx, args)
+
+
+deploy_app = typer.Typer(
+    name="deploy",
+    cls=_DeployGroup,
+    no_args_is_help=True,
+    help="Serve exported variants behind one endpoint on Ray Serve: `nas deploy CONFIG` starts "
+    "one; status, set-traffic, report, stop.",
+)
+app.add_typer(deploy_app)
+RunsDir = Annotated[Path, typer.Option(help="Where runs and deployments live")]
+AddressOption = Annotated[
+    str | None,
+    typer.Option(help="Ray cluster (HEAD:PORT); default: a local instance on this machine"),
+]
+
+
+@deploy_app.command("start")
+@user_errors
+def deploy_start(
+    config: Annotated[Path, typer.Argument(help="Deployment config (YAML), see configs/")],
+    address: AddressOption = None,
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """Start a deployment (or restart it: traffic, ramp and logs carry on from its store)."""
+    from nas.api import DeployOptions, deploy
+
+    record = deploy(
+        DeployOptions(config=config, address=address, runs_dir=runs_dir),
+        lambda line: err.print(line, highlight=False),
+    )
+    out.print(f"{record['name']} is serving at {record['url']}/predict", highlight=False)
+    out.print(f"feedback: {record['url']}/feedback   status: nas deploy status {record['name']}")
+
+
+@deploy_app.command("status")
+@user_errors
+def deploy_status(
+    name: Annotated[str, typer.Argument(help="Deployment name")],
+    runs_dir: RunsDir = Path("runs"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Traffic, ramp, replicas and the latest traffic events of a deployment."""
+    from nas.api import deployment_status
+
+    st = deployment_status(runs_dir, name)
+    if as_json:
+        sys.stdout.write(json.dumps(st, indent=2, default=str) + "\n")
+        return
+    serve_state = st["serve"].get("status", "?")
+    out.print(
+        f"{name}: {serve_state} at {st['url']}  ({st['requests']} requests, "
+        f"{st['feedback']} labelled)",
+        highlight=False,
+    )
+    for d, info in st["serve"].get("deployments", {}).items():
+        out.print(f"  {d}: {info['status']} {info['replicas']}", highlight=False)
+    out.print("traffic: " + ", ".join(f"{k} {w:g} %" for k, w in st["traffic"].items()))
+    if st["ramp"]:
+        out.print(f"ramp: {st['ramp']['status']}: {st['ramp']['reason']}", highlight=False)
+    for e in st["events"][-10:]:
+        out.print(f"  {_when(e['ts'])} {e['kind']}: {e['reason']}", highlight=False)
+
+
+def _when(ts: float) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(ts).strftime("%H:%M:%S")
+
+
+@deploy_app.command("set-traffic")
+@user_errors
+def deploy_set_traffic(
+    name: Annotated[str, typer.Argument(help="Deployment name")],
+    weights: Annotated[list[str], typer.Argument(help="VARIANT=WEIGHT ..., e.g. control=90")],
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """Set the traffic split by hand (this stops a running ramp)."""
+    from nas.api import set_traffic
+
+    parsed: dict[str, float] = {}
+    for w in weights:
+        variant, sep, value = w.partition("=")
+        try:
+            parsed[variant] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise NASError(f"{w!r} is not VARIANT=WEIGHT (a number), e.g. candidate=10")
+    traffic = set_traffic(runs_dir, name, parsed)
+    out.print("traffic: " + ", ".join(f"{k} {v:g} %" for k, v in traffic.items()))
+
+
+@deploy_app.command("report")
+@user_errors
+def deploy_report(
+    name: Annotated[str, typer.Argument(help="Deployment name")],
+    runs_dir: RunsDir = Path("runs"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Per variant: requests, errors, latency against the control, throughput, accuracy on
+    feedback, and always-valid tests against the control."""
+    from nas.api import deployment_report
+    from nas.serving.report import report_table
+
+    rows = deployment_report(runs_dir, name)
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2, default=float) + "\n")
+        return
+    table = report_table(rows).T
+    view = Table(title=f"{name}: live traffic by variant")
+    view.add_column("")
+    for col in table.columns:
+        view.add_column(str(col), justify="right")
+    for metric, values in table.iterrows():
+        view.add_row(str(metric), *("" if pd_isna(v) else str(v) for v in values))
+    out.print(view)
+
+
+def pd_isna(v: Any) -> bool:
+    return isinstance(v, float) and v != v
+
+
+@deploy_app.command("stop")
+@user_errors
+def deploy_stop(
+    name: Annotated[str, typer.Argument(help="Deployment name")],
+    runs_dir: RunsDir = Path("runs"),
+    keep_ray: Annotated[
+        bool, typer.Option(help="Keep the local Ray instance running though no deployment is")
+    ] = False,
+) -> None:
+    """Stop a deployment; its exposure log, feedback and traffic state stay for a restart."""
+    from nas.api import stop_deployment
+
+    was = stop_deployment(runs_dir, name, keep_ray=keep_ray)
+    out.print(f"{name}: stopped" if was else f"{name}: was not running")
+
+
 def main() -> None:
     app()
 

@@ -376,14 +376,14 @@ class RunConfig(_Strict):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-def _walk(loc: tuple[Any, ...]) -> tuple[list[str], Any]:
+def _walk(loc: tuple[Any, ...], root: type[BaseModel]) -> tuple[list[str], Any]:
     """Readable path of a pydantic error location, and the model found at its end.
 
     Discriminated unions put the tag into the location (``scaling.compound.phi``); the tag is
     dropped so the path reads like the YAML the user wrote.
     """
     path: list[str] = []
-    node: Any = RunConfig
+    node: Any = root
     for part in loc:
         if isinstance(node, tuple):  # a union of models: this part is the tag
             node = next((m for m in node if m.model_fields["mode"].default == part), None)
@@ -403,15 +403,15 @@ def _is_model(x: Any) -> bool:
     return isinstance(x, type) and issubclass(x, BaseModel)
 
 
-def _describe(error: Any) -> str:
+def _describe(error: Any, root: type[BaseModel]) -> str:
     loc = tuple(error["loc"])
     msg = error["msg"].removeprefix("Value error, ")
     if not loc:
         return msg
-    path, _ = _walk(loc)
+    path, _ = _walk(loc, root)
     where = ".".join(path)
     if error["type"] == "extra_forbidden":
-        _, parent = _walk(loc[:-1])
+        _, parent = _walk(loc[:-1], root)
         allowed = list(parent.model_fields) if _is_model(parent) else []
         hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
         return f"{where}: unknown key{hint}"
@@ -429,8 +429,28 @@ def parse_config(raw: Any, *, source: str) -> RunConfig:
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as e:
-        problems = "; ".join(_describe(err) for err in e.errors())
-        raise ConfigError(f"{source}: invalid config: {problems}") from None
+        raise ConfigError(
+            f"{source}: invalid config: {validation_problems(e, RunConfig)}"
+        ) from None
+
+
+def validation_problems(error: ValidationError, root: type[BaseModel]) -> str:
+    """Every problem of a failed validation of `root`, as ``field.path = value: what is allowed``,
+    joined by "; " (one line, the form every config error of the project takes)."""
+    return "; ".join(_describe(err, root) for err in error.errors())
+
+
+def read_yaml(path: str | Path, *, what: str) -> Any:
+    """The parsed YAML (or JSON) file at `path`; `ConfigError` naming the file and the line if it
+    is missing, unreadable or not YAML."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} file {path} not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read: {e}") from None
+    return _safe_load(text, source=str(path))
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -447,10 +467,13 @@ def load_config(path: str | Path) -> RunConfig:
 
 def config_from_text(text: str, *, source: str) -> RunConfig:
     """Validate a run config given as YAML (or JSON, which YAML reads too)."""
+    return parse_config(_safe_load(text, source=source), source=source)
+
+
+def _safe_load(text: str, *, source: str) -> Any:
     try:
-        raw = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{source}:{where} not valid YAML: {getattr(e, 'problem', e)}") from None
-    return parse_config(raw, source=source)

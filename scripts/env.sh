@@ -4,6 +4,7 @@
 #   - PostgreSQL (Debian's postgresql package), for studies shared by workers on many machines
 #     and the tests that start a server of their own;
 #   - Chromium and its WebDriver (Debian's chromium, chromium-driver), for the web UI's tests;
+#   - Prometheus (Debian's prometheus), for the serving tests that scrape a deployment;
 #   - a virtual environment in .venv with the project and its dev tools installed
 #     (reinstalled when pyproject.toml or this file changes).
 # Sourced by scripts/quickstart and scripts/test.
@@ -29,6 +30,10 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 if ! command -v chromedriver >/dev/null 2>&1; then
   APT_PACKAGES+=(chromium-driver)
+fi
+# A real Prometheus server for the serving tests (they scrape a live deployment's metrics).
+if ! command -v prometheus >/dev/null 2>&1; then
+  APT_PACKAGES+=(prometheus)
 fi
 if [ ${#APT_PACKAGES[@]} -gt 0 ]; then
   echo "==> installing Debian packages: ${APT_PACKAGES[*]}" >&2
@@ -59,7 +64,7 @@ STAMP="$VENV/.installed-$(cat "$ROOT/pyproject.toml" "$ROOT/scripts/env.sh" | sh
 if [ ! -f "$STAMP" ]; then
   echo "==> installing the project into $VENV (torch takes about 2 minutes)" >&2
   "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -e "$ROOT[dev,openvino,cluster,service]"
+  "$VENV/bin/python" -m pip install -q -e "$ROOT[dev,openvino,cluster,service,serving]"
   rm -f "$VENV"/.installed-*
   touch "$STAMP"
 fi

@@ -7,7 +7,7 @@ included, since either can close a cycle that a reader does not see). The order,
     nas.cli
     nas.service (`nas serve` starts it)
     nas.api
-    nas.cluster | nas.export | nas.devices
+    nas.cluster | nas.export | nas.devices | nas.serving
     nas.search
     nas.evaluate | nas.report
     nas.compress
@@ -36,7 +36,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("nas.cli",),
     ("nas.service",),
     ("nas.api",),
-    ("nas.cluster", "nas.export", "nas.devices"),
+    ("nas.cluster", "nas.export", "nas.devices", "nas.serving"),
     ("nas.search",),
     ("nas.evaluate", "nas.report"),
     ("nas.compress",),
