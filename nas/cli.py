@@ -732,11 +732,11 @@ def deploy_report(
     for col in table.columns:
         view.add_column(str(col), justify="right")
     for metric, values in table.iterrows():
-        view.add_row(str(metric), *("" if pd_isna(v) else str(v) for v in values))
+        view.add_row(str(metric), *("" if _is_nan(v) else str(v) for v in values))
     out.print(view)
 
 
-def pd_isna(v: Any) -> bool:
+def _is_nan(v: Any) -> bool:
     return isinstance(v, float) and v != v
 
 

@@ -77,6 +77,11 @@ def start_local(folder: Path, say: Callable[[str], None]) -> dict[str, Any]:
     # instance shares no session files with other Ray instances on the machine.
     temp_dir = tempfile.mkdtemp(prefix="nas-deploy-ray-", dir="/tmp")
     ray = Path(sys.executable).with_name("ray")
+    if not ray.is_file():
+        found = shutil.which("ray")
+        if found is None:
+            raise RunError("`ray` is not installed: pip install 'hwnas[serving]'")
+        ray = Path(found)
     cmd = [
         str(ray),
         "start",

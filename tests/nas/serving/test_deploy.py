@@ -297,8 +297,6 @@ def test_prometheus_reads_per_variant_p99_and_error_rate_back(deployed, digits_p
         api = f"http://127.0.0.1:{port}/api/v1/query"
         proc = deployed.cli("deploy", "set-traffic", deployed.name, "control=50", "candidate=50")
         assert proc.returncode == 0, proc.stderr
-        _load(deployed, images, requests=300, concurrency=4)
-        assert 503 in {r.status_code for r in _burst(deployed, images, 200, "narrow")}
 
         def query(promql: str) -> dict[str, float]:
             r = httpx.get(api, params={"query": promql}, timeout=10).json()
@@ -307,6 +305,21 @@ def test_prometheus_reads_per_variant_p99_and_error_rate_back(deployed, digits_p
             }
 
         sel = f'deployment="{deployed.name}"'
+        # Prometheus counts a series' increase from its first scrape on: let every series exist
+        # (a little traffic, one burst) before the load whose rates are read back.
+        _load(deployed, images, requests=40, concurrency=2)
+        assert 503 in {r.status_code for r in _burst(deployed, images, 100, "narrow")}
+
+        def series_exist() -> bool:
+            every = query(f"sum by (variant) (ray_nas_serving_requests_total{{{sel}}})")
+            refused = query(
+                f'sum by (variant) (ray_nas_serving_requests_total{{{sel},code="503"}})'
+            )
+            return {"control", "candidate", "narrow"} <= every.keys() and "narrow" in refused
+
+        wait_for(series_exist, 180, "the series in Prometheus")
+        _load(deployed, images, requests=300, concurrency=4)
+        assert 503 in {r.status_code for r in _burst(deployed, images, 200, "narrow")}
         p99_query = (
             "histogram_quantile(0.99, sum by (le, variant) "
             f"(increase(ray_nas_serving_request_duration_seconds_bucket{{{sel}}}[5m])))"
@@ -397,7 +410,7 @@ def _ramp(
             url,
             images,
             labels,
-            requests=1500,
+            requests=1000,
             concurrency=8,
             label_of=_simulated_feedback(p_correct),
         )
@@ -420,7 +433,7 @@ def _digits() -> tuple[list[bytes], np.ndarray]:
 
 def test_a_worse_candidate_is_rolled_back_with_the_reason(deployed, exported, tmp_path):
     """The candidate answers right 60 % of the time on feedback, the control 95 %: the ramp
-    rolls it back before the 1,500 requests sent are through."""
+    rolls it back before the 1,000 requests sent are through."""
     status = _ramp(
         deployed, exported, tmp_path, "ab-bad", {"control": 0.95, "candidate": 0.6}, [10, 50]
     )

@@ -195,3 +195,21 @@ def test_the_postgresql_store_keeps_everything_across_reopening(postgres):
 def test_shipped_deployment_configs_are_valid(path: Path) -> None:
     config = load_deploy_config(path)
     assert config.ramp is None or config.ramp.candidate in {v.name for v in config.variants}
+
+
+def test_a_bad_deployment_is_refused_in_one_line_and_writes_nothing(tmp_path):
+    from tests.conftest import run_cli
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"name: x\nvariants: [{{name: a, export: {tmp_path}}}]\n")
+    runs = tmp_path / "runs"
+    for args, words in (
+        ((bad,), "variant a: " + str(tmp_path) + " has no model_card.json"),
+        ((tmp_path / "missing.yaml",), "not found"),
+        (("status", "ghost"), "no deployment 'ghost'"),
+        (("set-traffic", "ghost", "a=1"), "no deployment 'ghost'"),
+    ):
+        proc = run_cli("deploy", *args, "--runs-dir", runs)
+        assert proc.returncode == 2, proc.stderr
+        assert words in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (runs / "deployments" / "x").exists()
