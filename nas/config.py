@@ -28,11 +28,13 @@ from search_spaces.efficientnet.config import EfficientNetSpaceConfig
 RUN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
+    """A config section: unknown keys are errors, values are frozen."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class DataConfig(_Strict):
+class DataConfig(StrictModel):
     """Proxy dataset. Validation images are held out of the training pool and never trained on."""
 
     dataset: Literal["fashion_mnist", "digits", "npz", "image_folder"] = "fashion_mnist"
@@ -51,7 +53,7 @@ class DataConfig(_Strict):
     val_size: int = Field(2000, ge=1, description="held-out validation images")
 
 
-class TrainingConfig(_Strict):
+class TrainingConfig(StrictModel):
     """Proxy training recipe, the same for every candidate of a run."""
 
     epochs: int = Field(2, ge=1, le=1000)
@@ -71,7 +73,7 @@ class TrainingConfig(_Strict):
     threads: int | None = Field(None, ge=1, description="torch threads; default: all cores")
 
 
-class DeploymentConfig(_Strict):
+class DeploymentConfig(StrictModel):
     """The shape the model is deployed at; latency is measured here. The input side is the
     candidate's resolution."""
 
@@ -84,7 +86,7 @@ class DeploymentConfig(_Strict):
         return Deployment(self.batch_size, self.channels, self.num_classes)
 
 
-class LatencyConfig(_Strict):
+class LatencyConfig(StrictModel):
     """Target device and where its latency numbers come from."""
 
     device: str = Field(
@@ -113,7 +115,7 @@ class LatencyConfig(_Strict):
     repeats: int = Field(50, ge=3)
 
 
-class Constraints(_Strict):
+class Constraints(StrictModel):
     """Hard limits; a candidate that breaks one is recorded as infeasible."""
 
     max_latency_ms: float | None = Field(None, gt=0)
@@ -123,7 +125,7 @@ class Constraints(_Strict):
         return self.max_latency_ms is not None or self.max_params is not None
 
 
-class EarlyStoppingConfig(_Strict):
+class EarlyStoppingConfig(StrictModel):
     """Successive halving on Pareto rank of (accuracy so far, latency) between epochs."""
 
     enabled: bool = False
@@ -136,7 +138,7 @@ PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
 
 
-class PruningConfig(_Strict):
+class PruningConfig(StrictModel):
     """Structured channel pruning (Torch-Pruning), then fine-tuning; off when `ratios` is empty.
 
     The search dimension is the prune ratio, drawn from 0 (unpruned) and `ratios`.
@@ -198,7 +200,7 @@ class PruningConfig(_Strict):
         return bool(self.ratios)
 
 
-class QuantizationConfig(_Strict):
+class QuantizationConfig(StrictModel):
     """Precisions of the exported artifact; int8 is post-training static quantization."""
 
     precisions: tuple[Precision, ...] = Field(
@@ -237,7 +239,7 @@ class QuantizationConfig(_Strict):
         return self.precisions != ("fp32",)
 
 
-class DistillationConfig(_Strict):
+class DistillationConfig(StrictModel):
     """Knowledge distillation in proxy training and fine-tuning; off when `teacher` is unset."""
 
     teacher: str | None = Field(
@@ -254,7 +256,7 @@ class DistillationConfig(_Strict):
         return self.teacher is not None
 
 
-class CompressionConfig(_Strict):
+class CompressionConfig(StrictModel):
     """Order follows practice: train, prune, fine-tune, quantize."""
 
     pruning: PruningConfig = Field(default_factory=PruningConfig)
@@ -266,7 +268,7 @@ class CompressionConfig(_Strict):
         return self.pruning.enabled or self.quantization.enabled
 
 
-class SearchConfig(_Strict):
+class SearchConfig(StrictModel):
     sampler: Literal["nsga2", "tpe", "random"] = "nsga2"
     n_trials: int = Field(12, ge=1)
     timeout: float | None = Field(None, gt=0, description="seconds; no new trial after this")
@@ -284,7 +286,7 @@ class SearchConfig(_Strict):
 STORAGE_SCHEMES = ("sqlite:///", "postgresql://", "postgresql+psycopg://")
 
 
-class ClusterConfig(_Strict):
+class ClusterConfig(StrictModel):
     """Where the study lives when several processes share it, and what each trial may use.
 
     `storage` is the Optuna RDB URL every worker opens: unset, the run's own ``study.db``
@@ -330,7 +332,7 @@ class ClusterConfig(_Strict):
         return self
 
 
-class RunConfig(_Strict):
+class RunConfig(StrictModel):
     name: str = Field("run", pattern=RUN_NAME_PATTERN)
     seed: int = Field(0, ge=0)
     space: EfficientNetSpaceConfig = Field(default_factory=EfficientNetSpaceConfig)
@@ -440,12 +442,12 @@ def validation_problems(error: ValidationError, root: type[BaseModel]) -> str:
     return "; ".join(_describe(err, root) for err in error.errors())
 
 
-def read_yaml(path: str | Path, *, what: str) -> Any:
+def read_yaml(path: str | Path, *, what: str, hint: str = "") -> Any:
     """The parsed YAML (or JSON) file at `path`; `ConfigError` naming the file and the line if it
     is missing, unreadable or not YAML."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{what} file {path} not found")
+        raise ConfigError(f"{what} file {path} not found{hint}")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
@@ -455,14 +457,8 @@ def read_yaml(path: str | Path, *, what: str) -> Any:
 
 def load_config(path: str | Path) -> RunConfig:
     """Read and validate a YAML run config."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} not found; the examples are in configs/")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read: {e}") from None
-    return config_from_text(text, source=str(path))
+    raw = read_yaml(path, what="config", hint="; the examples are in configs/")
+    return parse_config(raw, source=str(path))
 
 
 def config_from_text(text: str, *, source: str) -> RunConfig:

@@ -22,25 +22,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
     model_validator,
 )
 
-from nas.config import RUN_NAME_PATTERN, read_yaml, validation_problems
+from nas.config import RUN_NAME_PATTERN, StrictModel, read_yaml, validation_problems
 from nas.errors import ConfigError
 
 VARIANT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class BatchingConfig(_Strict):
+class BatchingConfig(StrictModel):
     """Dynamic batching per variant (Triton's dynamic batcher, Ray Serve's `@serve.batch`)."""
 
     max_batch_size: int = Field(
@@ -57,7 +51,7 @@ class BatchingConfig(_Strict):
     )
 
 
-class AutoscalingConfig(_Strict):
+class AutoscalingConfig(StrictModel):
     """Ray Serve's autoscaling: replicas follow the requests each one holds."""
 
     min_replicas: int = Field(1, ge=0, le=64)
@@ -75,7 +69,7 @@ class AutoscalingConfig(_Strict):
         return self
 
 
-class VariantConfig(_Strict):
+class VariantConfig(StrictModel):
     """One exported model served behind the deployment's endpoint."""
 
     name: str = Field(pattern=VARIANT_NAME_PATTERN)
@@ -97,7 +91,7 @@ class VariantConfig(_Strict):
     )
 
 
-class GuardrailConfig(_Strict):
+class GuardrailConfig(StrictModel):
     """What a candidate must not do; checked continuously while it is ramped up."""
 
     max_error_rate_increase: float = Field(
@@ -115,7 +109,7 @@ class GuardrailConfig(_Strict):
     )
 
 
-class RampConfig(_Strict):
+class RampConfig(StrictModel):
     """A canary ramp: the candidate's traffic share steps up while its guardrails hold."""
 
     candidate: str = Field(pattern=VARIANT_NAME_PATTERN)
@@ -139,12 +133,12 @@ class RampConfig(_Strict):
         return steps
 
 
-class HttpConfig(_Strict):
+class HttpConfig(StrictModel):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
 
 
-class DeployConfig(_Strict):
+class DeployConfig(StrictModel):
     """A deployment: several variants of one model behind one endpoint, ``/<name>/``."""
 
     name: str = Field(pattern=RUN_NAME_PATTERN)
