@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gzip
 import json
 import os
@@ -169,6 +170,40 @@ def batching(url: str, images: list[bytes], requests: int, budget_ms: float) -> 
         ok = [lv for lv in levels if lv["p99"] <= budget_ms and lv["rejected"] == 0]
         out[variant] = {"levels": levels, "best": max(ok, key=lambda lv: lv["rps"]) if ok else None}
     return out
+
+
+def cpu_by_process(
+    url: str, images: list[bytes], requests: int, concurrency: int
+) -> dict[str, float]:
+    """CPU seconds per request spent by each process on the path (the load generator, Ray
+    Serve's HTTP proxy, the endpoint, the variant's replica) during one load level."""
+    import psutil
+
+    def snapshot() -> dict[str, float]:
+        out: dict[str, float] = {}
+        for p in psutil.process_iter(["cmdline"]):
+            title = " ".join(p.info["cmdline"] or [])
+            key = (
+                "proxy"
+                if "ProxyActor" in title
+                else "endpoint"
+                if "bench:Ingress" in title
+                else "replica"
+                if "bench:variant-batched" in title
+                else "load generator"
+                if p.pid == os.getpid()
+                else None
+            )
+            if key:
+                with contextlib.suppress(psutil.Error):
+                    t = p.cpu_times()
+                    out[key] = out.get(key, 0.0) + t.user + t.system
+        return out
+
+    before = snapshot()
+    r = load(url, images, requests, concurrency, "batched")
+    after = snapshot()
+    return {k: (after[k] - before.get(k, 0.0)) / max(r.answered, 1) for k in after}
 
 
 def killed_replica(root: Path, url: str, images: list[bytes]) -> dict[str, Any]:
@@ -340,6 +375,12 @@ def main() -> None:
         print("load (bounded, loopback):", flush=True)
         b = batching(url, images, args.requests, args.budget_ms)
         one = load(url, images, 500, 1, "single")
+        cpu = cpu_by_process(url, images, args.requests, 16)
+        print(
+            "CPU per request at 16 clients: "
+            + ", ".join(f"{k} {1000 * v:.2f} ms" for k, v in cpu.items()),
+            flush=True,
+        )
         kill = killed_replica(root, url, images)
         nas("deploy", "stop", "bench", "--keep-ray", runs=root / "runs")
         bad = live_ramp(
