@@ -20,7 +20,7 @@ from nas.errors import ConfigError, RunError
 from nas.run import DEFAULT_RUNS_DIR
 from nas.serving.cluster import connect, stop_local
 from nas.serving.config import DeployConfig, load_deploy_config, parse_deploy_config
-from nas.serving.ramp import RampState, start
+from nas.serving.ramp import start
 from nas.serving.runtime import VariantSpec, variant_spec
 from nas.serving.store import Store, sqlite_url
 
@@ -261,7 +261,3 @@ def stop(runs_dir: Path, name: str, *, keep_ray: bool = False) -> bool:
         ray.shutdown()
         stop_local(deployments_dir(runs_dir))
     return running
-
-
-def ramp_state(raw: dict[str, Any] | None) -> RampState | None:
-    return RampState.from_json(raw) if raw else None

@@ -50,7 +50,6 @@ class VariantSpec:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     classes: tuple[str, ...]
-    card_latency_ms: float | None  # the runtime's own batch-1 p50 from the card
 
 
 def variant_spec(name: str, folder: Path, file: str, threads: int | None) -> VariantSpec:
@@ -91,7 +90,6 @@ def variant_spec(name: str, folder: Path, file: str, threads: int | None) -> Var
         mean=tuple(float(m) for m in inputs["mean"]),
         std=tuple(float(s) for s in inputs["std"]),
         classes=tuple(inputs.get("classes") or ()),
-        card_latency_ms=latency.get("p50_ms") if file == "model" else None,
     )
 
 

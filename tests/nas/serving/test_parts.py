@@ -84,7 +84,6 @@ SPEC = VariantSpec(
     mean=(0.5,),
     std=(0.25,),
     classes=tuple(str(i) for i in range(10)),
-    card_latency_ms=None,
 )
 
 
