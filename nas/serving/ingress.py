@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 TRAFFIC_REFRESH_S = 0.5
 FLUSH_S = 0.1
 RETRY_AFTER_S = 1
+MAX_PENDING = 200_000  # exposures kept while the store cannot be written; the oldest go first
 
 app = FastAPI(title="nas deployment", docs_url=None, redoc_url=None)
 
@@ -116,8 +117,8 @@ class Endpoint:
         try:
             self.store.record(rows)
         except Exception:
-            with self.lock:
-                self.pending = rows + self.pending  # keep them for the next flush
+            with self.lock:  # keep them for the next flush, up to a bound
+                self.pending = (rows + self.pending)[-MAX_PENDING:]
             raise
 
     async def flush(self) -> None:
