@@ -95,7 +95,7 @@ class RampController:
         state = self.store.state()
         if plan is None or state is None:
             return
-        traffic, raw, _ = state
+        traffic, raw, read_at = state
         if raw is None:
             return
         ramp = RampState.from_json(raw)
@@ -106,8 +106,9 @@ class RampController:
         new, change = advance(
             ramp, plan, self.config.guardrails, obs, traffic, self.config.control_name, now
         )
-        if change is not None:
-            self.store.set_traffic(change.traffic, change.kind, change.reason, new.to_json(), now)
+        if change is not None and self.store.set_traffic(
+            change.traffic, change.kind, change.reason, new.to_json(), now, expect=read_at
+        ):
             log.warning("%s: %s", self.config.name, change.reason)
 
     def health(self) -> str:

@@ -150,11 +150,25 @@ class Store:
         reason: str,
         ramp: dict[str, Any] | None,
         ts: float | None = None,
-    ) -> None:
-        """Record a change of traffic as an event and make it the current state, atomically."""
+        *,
+        expect: float | None = None,
+    ) -> bool:
+        """Record a change of traffic as an event and make it the current state, atomically.
+
+        With `expect` (the time of the state the change was decided on), nothing is written and
+        False is returned when the state has changed since (a hand-set split wins over a ramp
+        check that read the state before it)."""
         now = ts or time.time()
         text = json.dumps(traffic, sort_keys=True)
+        mine = STATE.c.deployment == self.deployment
         with self.engine.begin() as c:
+            # The delete takes the write lock and tests the state in one statement.
+            gone = c.execute(
+                STATE.delete().where(mine, *([STATE.c.ts == expect] if expect is not None else []))
+            )
+            if expect is not None and gone.rowcount == 0:
+                c.rollback()
+                return False
             c.execute(
                 EVENTS.insert(),
                 {
@@ -165,7 +179,6 @@ class Store:
                     "traffic": text,
                 },
             )
-            c.execute(STATE.delete().where(STATE.c.deployment == self.deployment))
             c.execute(
                 STATE.insert(),
                 {
@@ -175,6 +188,7 @@ class Store:
                     "ramp": json.dumps(ramp) if ramp is not None else None,
                 },
             )
+        return True
 
     def state(self) -> tuple[dict[str, float], dict[str, Any] | None, float] | None:
         """(traffic, ramp state, when it was set), or None before the first deployment."""

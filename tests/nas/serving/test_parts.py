@@ -169,22 +169,36 @@ def _exercise(store: Store) -> None:
     assert store.exposures()["label"].notna().sum() == 1
 
 
+def _check_compare_and_set(store: Store) -> None:
+    _, _, read_at = store.state()
+    assert store.set_traffic({"a": 50.0, "b": 50.0}, "manual", "by hand", None)
+    # A ramp check that read the state before the hand-set split does not overwrite it.
+    assert not store.set_traffic({"a": 0.0, "b": 100.0}, "promote", "late", {}, expect=read_at)
+    traffic, ramp, now = store.state()
+    assert traffic == {"a": 50.0, "b": 50.0} and ramp is None
+    assert store.set_traffic(
+        {"a": 100.0, "b": 0.0}, "rollback", "rolled back", {"status": "rb"}, expect=now
+    )
+
+
 def _check_reopened(store: Store) -> None:
     traffic, ramp, _ = store.state()
     assert traffic == {"a": 100.0, "b": 0.0} and ramp == {"status": "rb"}
-    assert [e.kind for e in store.events()] == ["start", "rollback"]
+    assert [e.kind for e in store.events()] == ["start", "rollback", "manual", "rollback"]
     assert store.counts() == {"requests": 6, "feedback": 1}
 
 
 def test_the_sqlite_store_keeps_everything_across_reopening(tmp_path):
     url = sqlite_url(tmp_path / "serving.db")
     _exercise(Store(url, "d"))
+    _check_compare_and_set(Store(url, "d"))
     _check_reopened(Store(url, "d"))
     assert Store(url, "other").state() is None  # deployments share a file, not rows
 
 
 def test_the_postgresql_store_keeps_everything_across_reopening(postgres):
     _exercise(Store(postgres.url, "pgdep"))
+    _check_compare_and_set(Store(postgres.url, "pgdep"))
     _check_reopened(Store(postgres.url, "pgdep"))
 
 
