@@ -79,7 +79,7 @@ def _against_control(
     pair = df[df["variant"].isin([control, name])]
     ok = pair["status"] == 200
     out: dict[str, Any] = {}
-    for q in (50, 99):
+    for q in (50, 95, 99):
         r = quantile_ratio(base, lat, q / 100)
         out[f"p{q}_ratio"], out[f"p{q}_ratio_ci"] = r.ratio, [r.low, r.high]
     labelled = pair[ok & pair["label"].notna()]
@@ -107,7 +107,7 @@ def _verdict(diff: float, p: float, alpha: float, up: str, down: str) -> str:
 def report_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """The rows as a table for printing: figures rounded, intervals as text."""
     table = pd.DataFrame(rows).set_index("variant")
-    for col in ("p50_ratio_ci", "p99_ratio_ci"):
+    for col in ("p50_ratio_ci", "p95_ratio_ci", "p99_ratio_ci"):
         if col in table:
             table[col] = [
                 f"{v[0]:.2f}-{v[1]:.2f}" if isinstance(v, list) else "" for v in table[col]

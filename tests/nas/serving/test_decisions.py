@@ -165,3 +165,40 @@ def test_guardrails_hold_in_repeated_a_a_ramps():
         bool(check_guardrails(GUARDS, _obs(rng, 3000, 0.8, 0.8, 0.3, 0))) for _ in range(100)
     )
     assert false <= 5
+
+
+def test_the_report_compares_each_variant_with_the_control():
+    import pandas as pd
+
+    from nas.serving.config import DeployConfig
+    from nas.serving.report import report_table, variant_rows
+
+    rng = RNG(5)
+    n = 4000
+    variant = np.where(rng.random(n) < 0.5, "ctl", "cand")
+    slow = np.where(variant == "cand", 2.0, 1.0)
+    predicted = rng.integers(0, 10, n)
+    right = rng.random(n) < np.where(variant == "cand", 0.6, 0.9)
+    df = pd.DataFrame(
+        {
+            "variant": variant,
+            "ts": np.arange(n, dtype=float),
+            "status": np.where(rng.random(n) < 0.01, 503, 200),
+            "latency_ms": rng.lognormal(0, 0.2, n) * slow,
+            "batch_size": 2,
+            "predicted": predicted,
+            "label": np.where(right, predicted, (predicted + 1) % 10),
+        }
+    )
+    config = DeployConfig.model_validate(
+        {"name": "d", "variants": [{"name": "ctl", "export": "x"}, {"name": "cand", "export": "y"}]}
+    )
+    rows = {r["variant"]: r for r in variant_rows(df, config, {"ctl": 50.0, "cand": 50.0})}
+    cand = rows["cand"]
+    assert rows["ctl"]["role"] == "control" and cand["requests"] + rows["ctl"]["requests"] == n
+    for q in (50, 95, 99):
+        low, high = cand[f"p{q}_ratio_ci"]
+        assert low < cand[f"p{q}_ratio"] < high and 1.6 < cand[f"p{q}_ratio"] < 2.5
+    assert cand["accuracy_verdict"].startswith("less than control")
+    assert cand["error_verdict"].startswith("no difference shown")
+    assert report_table(list(rows.values())).loc["cand", "p95_ratio_ci"].count("-") == 1
