@@ -28,7 +28,7 @@ import yaml
 from _digits import NAS, digits_search
 
 from nas.serving.config import GuardrailConfig, RampConfig
-from nas.serving.loadgen import LoadResult, png_bytes, run_load
+from nas.serving.loadgen import LoadResult, png_bytes, run_load, simulated_feedback
 from nas.serving.ramp import Observations, check_guardrails
 from nas.serving.runtime import load_runner, variant_spec
 from nas.serving.stats import compare_rates, msprt_p_values
@@ -235,17 +235,6 @@ def killed_replica(root: Path, url: str, images: list[bytes]) -> dict[str, Any]:
     }
 
 
-def simulated_labels(p_correct: dict[str, float], seed: int) -> Any:
-    """Feedback where a variant's answer is right with a known probability."""
-    rng = np.random.default_rng(seed)
-
-    def label_of(_: int, body: dict[str, Any], truth: int) -> int:
-        right = rng.random() < p_correct[body["variant"]]
-        return int(body["class"]) if right else (int(body["class"]) + 1) % 10
-
-    return label_of
-
-
 def live_ramp(
     root: Path,
     name: str,
@@ -274,7 +263,13 @@ def live_ramp(
     start = time.time()
     labels = np.zeros(len(images), int)
     load(
-        url, images, requests, 8, labels=labels, unit_ids=0, label_of=simulated_labels(p_correct, 1)
+        url,
+        images,
+        requests,
+        8,
+        labels=labels,
+        unit_ids=0,
+        label_of=simulated_feedback(p_correct, 1),
     )
     status = json.loads(nas("deploy", "status", name, "--json", runs=root / "runs"))
     end = next((e for e in status["events"] if e["kind"] in ("rollback", "promote")), None)

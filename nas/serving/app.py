@@ -18,7 +18,7 @@ from ray import serve
 
 from nas.serving.config import DeployConfig
 from nas.serving.ingress import Endpoint, app
-from nas.serving.ramp import Observations, RampState, advance
+from nas.serving.ramp import RampState, advance, observations
 from nas.serving.replica import Item, VariantReplica, rows_in
 from nas.serving.runtime import VariantSpec
 from nas.serving.store import Store
@@ -101,7 +101,8 @@ class RampController:
         ramp = RampState.from_json(raw)
         if ramp.status != "ramping":
             return
-        obs = observations(self.store, ramp, self.config.control_name, plan.candidate)
+        log_since = self.store.exposures(since=ramp.started)
+        obs = observations(log_since, ramp, self.config.control_name, plan.candidate)
         now = time.time()
         new, change = advance(
             ramp, plan, self.config.guardrails, obs, traffic, self.config.control_name, now
@@ -113,27 +114,6 @@ class RampController:
 
     def health(self) -> str:
         return self.last_error
-
-
-def observations(store: Store, ramp: RampState, control: str, candidate: str) -> Observations:
-    """The exposure log since the ramp started, as the guardrails read it."""
-    df = store.exposures(since=ramp.started)
-    df = df[df["variant"].isin([control, candidate])]
-    arm = (df["variant"] == candidate).to_numpy()
-    ok = (df["status"] == 200).to_numpy()
-    server = (df["status"] >= 500).to_numpy() | ok
-    labelled = df["label"].notna().to_numpy() & ok
-    in_step = (df["ts"] >= ramp.step_started).to_numpy() & arm
-    return Observations(
-        latency_arm=arm[ok],
-        latency_ms=df["latency_ms"].to_numpy(dtype=float)[ok],
-        error_arm=arm[server],
-        error=~ok[server],
-        feedback_arm=arm[labelled],
-        correct=(df["predicted"] == df["label"]).to_numpy()[labelled],
-        step_requests=int((in_step & ok).sum()),
-        step_feedback=int((in_step & labelled).sum()),
-    )
 
 
 def build(config: DeployConfig, specs: dict[str, VariantSpec], store_url: str) -> Any:

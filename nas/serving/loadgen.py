@@ -43,6 +43,20 @@ class LoadResult:
         return self.answered / self.seconds if self.seconds else float("nan")
 
 
+def simulated_feedback(
+    p_correct: dict[str, float], seed: int = 0
+) -> Callable[[int, dict[str, Any], int], int]:
+    """A `label_of` for `run_load` simulating variants of known quality: each variant's answer
+    is labelled right with probability `p_correct[variant]`, else wrong (the next class)."""
+    rng = np.random.default_rng(seed)
+
+    def label_of(_: int, body: dict[str, Any], truth: int) -> int:
+        right = rng.random() < p_correct[body["variant"]]
+        return int(body["class"]) if right else (int(body["class"]) + 1) % 10
+
+    return label_of
+
+
 def png_bytes(image: np.ndarray) -> bytes:
     from PIL import Image
 

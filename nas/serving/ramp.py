@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 
 from nas.serving.config import GuardrailConfig, RampConfig
 from nas.serving.stats import compare_rates, quantile_ratio
@@ -70,6 +71,26 @@ def split(base: dict[str, float], control: str, candidate: str, share: float) ->
     out[candidate] = min(share, pool)
     out[control] = pool - out[candidate]
     return out
+
+
+def observations(log: pd.DataFrame, ramp: RampState, control: str, candidate: str) -> Observations:
+    """The exposure log since the ramp started (`Store.exposures`), as the guardrails read it."""
+    df = log[log["variant"].isin([control, candidate])]
+    arm = (df["variant"] == candidate).to_numpy()
+    ok = (df["status"] == 200).to_numpy()
+    server = (df["status"] >= 500).to_numpy() | ok
+    labelled = df["label"].notna().to_numpy() & ok
+    in_step = (df["ts"] >= ramp.step_started).to_numpy() & arm
+    return Observations(
+        latency_arm=arm[ok],
+        latency_ms=df["latency_ms"].to_numpy(dtype=float)[ok],
+        error_arm=arm[server],
+        error=~ok[server],
+        feedback_arm=arm[labelled],
+        correct=(df["predicted"] == df["label"]).to_numpy()[labelled],
+        step_requests=int((in_step & ok).sum()),
+        step_feedback=int((in_step & labelled).sum()),
+    )
 
 
 def start(

@@ -202,3 +202,27 @@ def test_the_report_compares_each_variant_with_the_control():
     assert cand["accuracy_verdict"].startswith("less than control")
     assert cand["error_verdict"].startswith("no difference shown")
     assert report_table(list(rows.values())).loc["cand", "p95_ratio_ci"].count("-") == 1
+
+
+def test_the_guardrails_read_the_log_of_control_and_candidate_since_the_ramp():
+    import pandas as pd
+
+    from nas.serving.ramp import RampState, observations
+
+    log = pd.DataFrame(
+        {
+            "variant": ["ctl", "cand", "cand", "other", "cand", "cand"],
+            "ts": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+            "status": [200, 200, 503, 200, 422, 200],
+            "latency_ms": [1.0, 2.0, None, 3.0, None, 4.0],
+            "predicted": [1, 2, None, 3, None, 5],
+            "label": [1, 0, None, 3, None, None],
+        }
+    )
+    obs = observations(log, RampState("ramping", 1, 0.0, 2.5), "ctl", "cand")
+    assert list(obs.latency_arm) == [False, True, True] and list(obs.latency_ms) == [1, 2, 4]
+    # Refusals of bad input (4xx) are not server errors; the 503 is.
+    assert list(obs.error_arm) == [False, True, True, True]
+    assert list(obs.error) == [False, False, True, False]
+    assert list(obs.feedback_arm) == [False, True] and list(obs.correct) == [True, False]
+    assert (obs.step_requests, obs.step_feedback) == (1, 0)  # since the step began at 2.5

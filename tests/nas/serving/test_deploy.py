@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import yaml
 
-from nas.serving.loadgen import LoadResult, run_load
+from nas.serving.loadgen import LoadResult, run_load, simulated_feedback
 from tests.conftest import REPO
 from tests.services import free_port, wait_for
 
@@ -359,19 +359,8 @@ def test_prometheus_reads_per_variant_p99_and_error_rate_back(deployed, digits_p
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _simulated_feedback(p_correct: dict[str, float]) -> Any:
-    """Feedback where each variant's answer is right with a known probability."""
-    rng = np.random.default_rng(0)
-
-    def label_of(_: int, body: dict[str, Any], truth: int) -> int:
-        right = rng.random() < p_correct[body["variant"]]
-        return int(body["class"]) if right else (int(body["class"]) + 1) % 10
-
-    return label_of
-
-
 def _ramp(
-    deployed, exported, tmp_path, name: str, p_correct: dict[str, float], steps: list[float]
+    deployed, exported, digits, tmp_path, name: str, p_correct: dict[str, float], steps: list[float]
 ) -> dict[str, Any]:
     port = int(deployed.url.split(":")[2].split("/")[0])
     config = tmp_path / f"{name}.yaml"
@@ -396,7 +385,7 @@ def _ramp(
     )
     proc = deployed.cli("deploy", config)
     assert proc.returncode == 0, proc.stderr
-    images, labels = _digits()
+    images, labels = digits
     url = f"http://127.0.0.1:{port}/{name}"
     asyncio.run(
         run_load(
@@ -405,7 +394,7 @@ def _ramp(
             labels,
             requests=1000,
             concurrency=8,
-            label_of=_simulated_feedback(p_correct),
+            label_of=simulated_feedback(p_correct),
         )
     )
     proc = deployed.cli("deploy", "status", name, "--json")
@@ -415,20 +404,17 @@ def _ramp(
     return status
 
 
-def _digits() -> tuple[list[bytes], np.ndarray]:
-    from sklearn.datasets import load_digits
-
-    from nas.serving.loadgen import png_bytes
-
-    d = load_digits()
-    return [png_bytes((x * 255 / 16).astype(np.uint8)) for x in d.images[:300]], d.target[:300]
-
-
-def test_a_worse_candidate_is_rolled_back_with_the_reason(deployed, exported, tmp_path):
+def test_a_worse_candidate_is_rolled_back_with_the_reason(deployed, exported, digits_png, tmp_path):
     """The candidate answers right 60 % of the time on feedback, the control 95 %: the ramp
     rolls it back before the 1,000 requests sent are through."""
     status = _ramp(
-        deployed, exported, tmp_path, "ab-bad", {"control": 0.95, "candidate": 0.6}, [10, 50]
+        deployed,
+        exported,
+        digits_png,
+        tmp_path,
+        "ab-bad",
+        {"control": 0.95, "candidate": 0.6},
+        [10, 50],
     )
     assert status["ramp"]["status"] == "rolled_back", status["ramp"]
     assert "accuracy" in status["ramp"]["reason"]
@@ -437,9 +423,15 @@ def test_a_worse_candidate_is_rolled_back_with_the_reason(deployed, exported, tm
     assert len(rollback) == 1 and rollback[0]["reason"].startswith("rolled back at ")
 
 
-def test_an_a_a_ramp_is_promoted_step_by_step(deployed, exported, tmp_path):
+def test_an_a_a_ramp_is_promoted_step_by_step(deployed, exported, digits_png, tmp_path):
     status = _ramp(
-        deployed, exported, tmp_path, "ab-aa", {"control": 0.9, "candidate": 0.9}, [20, 50]
+        deployed,
+        exported,
+        digits_png,
+        tmp_path,
+        "ab-aa",
+        {"control": 0.9, "candidate": 0.9},
+        [20, 50],
     )
     assert status["ramp"]["status"] == "promoted", status["ramp"]
     assert [e["kind"] for e in status["events"]] == ["start", "step", "promote"]
