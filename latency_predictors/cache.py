@@ -23,6 +23,13 @@ CREATE TABLE IF NOT EXISTS latency (
     result     TEXT NOT NULL,
     created_s  REAL NOT NULL,
     PRIMARY KEY (device_key, model_key)
+);
+CREATE TABLE IF NOT EXISTS anchor (
+    device_key TEXT NOT NULL,
+    reference  TEXT NOT NULL,
+    anchor_ms  REAL NOT NULL,
+    created_s  REAL NOT NULL,
+    PRIMARY KEY (device_key, reference)
 )
 """
 
@@ -47,7 +54,7 @@ class LatencyCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
-            db.execute(_SCHEMA)
+            db.executescript(_SCHEMA)
 
     def _connect(self) -> AbstractContextManager[sqlite3.Connection]:
         return sqlite_transaction(self.path)
@@ -67,6 +74,25 @@ class LatencyCache:
             db.execute(
                 "INSERT OR REPLACE INTO latency VALUES (?, ?, ?, ?)",
                 (result.device.key(), model_key, json.dumps(result.to_dict()), time.time()),
+            )
+
+    def get_anchor(self, device: Device, reference: str) -> float | None:
+        """The reference network's quiet-host latency on `device`, kept by an earlier session
+        (see `latency_predictors.protocol`)."""
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT anchor_ms FROM anchor WHERE device_key = ? AND reference = ?",
+                (device.key(), reference),
+            ).fetchone()
+        return None if row is None else float(row[0])
+
+    def put_anchor(self, device: Device, reference: str, anchor_ms: float) -> None:
+        """Keep the first anchor measured for `device`; a later one never replaces it, so
+        every session on this host corrects to the same speed."""
+        with self._connect() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO anchor VALUES (?, ?, ?, ?)",
+                (device.key(), reference, anchor_ms, time.time()),
             )
 
     def __len__(self) -> int:

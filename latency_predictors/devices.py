@@ -14,6 +14,7 @@ from pathlib import Path
 
 from hwnas_base.errors import LatencyError
 from latency_predictors.backends import LatencyBackend, make_backend
+from latency_predictors.protocol import ProtocolSettings
 
 TABLES_DIR = Path(__file__).parent / "tables"
 
@@ -79,9 +80,16 @@ def precision_device(device: str, precision: str) -> str:
 
 
 def measurement_backend(
-    device: str, *, threads: int, warmup: int, repeats: int, batch_size: int
+    device: str,
+    *,
+    threads: int,
+    warmup: int,
+    repeats: int,
+    batch_size: int,
+    protocol: ProtocolSettings | None = None,
 ) -> LatencyBackend:
-    """The backend that measures `device` here; `LatencyError` if none can."""
+    """The backend that measures `device` here with `protocol` (the default protocol when None);
+    `LatencyError` if none can."""
     spec = BUILTIN_DEVICES.get(device)
     if spec is None:
         raise LatencyError(
@@ -101,6 +109,7 @@ def measurement_backend(
             repeats=repeats,
             batch_size=batch_size,
             precision=spec.precision,
+            protocol=protocol,
         )
     except (RuntimeError, ValueError) as e:
         raise LatencyError(f"device {device!r}: {e}") from None

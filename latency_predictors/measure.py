@@ -78,3 +78,39 @@ def measure_candidates(
         results.append(measure_candidate(space, cand, backend, deployment, cache=cache)[0])
     progress(f"{what} on {backend.device.name}", len(candidates), len(candidates))
     return results
+
+
+def measure_together(
+    space: Any,
+    candidates: Sequence[Any],
+    backend: LatencyBackend,
+    deployment: Deployment,
+    *,
+    group: int = 25,
+    progress: PhaseProgress = quiet,
+    what: str = "measuring candidates, interleaved",
+) -> list[LatencyResult]:
+    """Latency of many candidates timed together: `group` at a time in interleaved rounds
+    (`LatencyBackend.measure_many`), so the candidates of a group see the same host states.
+    Never cached: this is for checking measurements against each other.
+
+    Raises:
+        LatencyError: a candidate failed to export or run.
+    """
+    results: list[LatencyResult] = []
+    for start in range(0, len(candidates), group):
+        progress(f"{what} on {backend.device.name}", start, len(candidates))
+        with tempfile.TemporaryDirectory(prefix="nas-latency-") as tmp:
+            models = []
+            for i, cand in enumerate(candidates[start : start + group]):
+                shape = deployment_shape(space, cand, deployment)
+                model = space.build(cand, deployment.num_classes, deployment.channels)
+                models.append((export_onnx(model, shape, Path(tmp) / f"{i}.onnx"), shape))
+            for result in backend.measure_many(models):
+                if not result.ok:
+                    raise LatencyError(
+                        f"latency measurement failed on {result.device.name}: {result.error}"
+                    )
+                results.append(result)
+    progress(f"{what} on {backend.device.name}", len(candidates), len(candidates))
+    return results

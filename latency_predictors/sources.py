@@ -54,6 +54,7 @@ class MeasuredLatency:
     ) -> None:
         self.space, self.backend, self.deployment, self.cache = space, backend, deployment, cache
         self.device = backend.device
+        attach_anchors(backend, cache)
         d = self.device
         self.description = (
             f"measured on {d.name} ({d.runtime} {d.runtime_version}, {d.precision}, "
@@ -66,6 +67,14 @@ class MeasuredLatency:
         return measure_candidate(
             self.space, candidate, self.backend, self.deployment, cache=self.cache, model=model
         )
+
+
+def attach_anchors(backend: LatencyBackend, cache: LatencyCache | None) -> None:
+    """Let `backend` keep its reference anchor in `cache`, so that every session on this host
+    corrects drift to the same speed (`latency_predictors.protocol`)."""
+    meter = getattr(backend, "meter", None)
+    if meter is not None and cache is not None and meter.store is None:
+        meter.store = cache
 
 
 class PredictedLatency:

@@ -15,6 +15,8 @@ import pandas as pd
 from hwnas_base.progress import PhaseProgress, quiet
 from nas.cluster.connect import ray_environment
 from nas.config import RunConfig, config_from_text
+from nas.devices.check import CheckOptions
+from nas.devices.check import check_device as _check_device
 from nas.devices.evaluation import PredictorEvaluation
 from nas.devices.evaluation import evaluate_predictor as _evaluate_predictor
 from nas.devices.listing import list_devices as _list_devices
@@ -49,6 +51,7 @@ from nas.storage import load_study
 from nas.train.full import TrainOptions, train_trial
 
 __all__ = [
+    "CheckOptions",
     "CompareOptions",
     "DeployOptions",
     "ExportOptions",
@@ -62,6 +65,7 @@ __all__ = [
     "WorkerOptions",
     "add_table",
     "best_under",
+    "check_device",
     "check_export",
     "check_search",
     "compare",
@@ -196,6 +200,11 @@ def add_table(csv: bytes, metadata: bytes, runs_dir: Path, *, replace: bool = Fa
 def profile_device(options: ProfileOptions, progress: PhaseProgress = quiet) -> Path:
     """Profile a device into a latency table; the table's path."""
     return _profile_device(options, progress)
+
+
+def check_device(options: CheckOptions, progress: PhaseProgress = quiet) -> dict[str, Any]:
+    """Time a fixed set of candidates twice on a device; how repeatable this host is."""
+    return _check_device(options, progress)
 
 
 def evaluate_predictor(

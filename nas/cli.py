@@ -470,6 +470,59 @@ def latency_profile(
     out.print(f"latency table: {path} (metadata {path.with_suffix('.json')})", highlight=False)
 
 
+@latency_app.command("check")
+@user_errors
+def latency_check(
+    device: Annotated[str, typer.Option(help="Device to measure (see `nas devices`)")],
+    config: Annotated[
+        Path | None, typer.Option(help="Run config whose space, shape and protocol to use")
+    ] = None,
+    space: Annotated[
+        str | None, typer.Option(help="A registered space with its default settings")
+    ] = None,
+    candidates: Annotated[
+        int, typer.Option(min=5, help="Fixed candidates to time twice, interleaved")
+    ] = 30,
+    runs_dir: Annotated[Path, typer.Option(help="Where the latency cache is kept")] = Path("runs"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
+) -> None:
+    """How repeatable latency is on this host now: a fixed set of candidates timed twice with
+    the measurement protocol; prints the passes' agreement and the drift the reference saw."""
+    from nas import api
+
+    with _progress() as progress:
+        options = api.CheckOptions(
+            device=device, config=config, space=space, candidates=candidates, runs_dir=runs_dir
+        )
+        report = api.check_device(options, progress)
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=1) + "\n")
+        return
+    r = report["repeatability"]
+    out.print(
+        f"{device} ({report['device']['hardware']}): {report['candidates']} candidates timed "
+        f"twice in {report['seconds']:.0f} s, estimator {report['estimator']}, reference "
+        f"anchor {report['anchor_ms'] or float('nan'):.3f} ms",
+        highlight=False,
+    )
+    out.print(
+        f"second pass vs first: {r['within_5']:.1%} within +-5 %, {r['within_10']:.1%} within "
+        f"+-10 %, MAPE {r['mape']:.1%}, Spearman {r['spearman']:.4f}",
+        highlight=False,
+    )
+    drift = report["drift_max"]
+    out.print(
+        "per-candidate spread (relative std of rounds): median "
+        f"{report['spread_median']:.1%}; host drift seen by the reference: "
+        + (
+            f"median {report['drift_median']:.1%}, max {drift:.1%}"
+            if drift is not None
+            else "not watched (latency.drift_correction: false)"
+        ),
+        highlight=False,
+    )
+
+
 @latency_app.command("evaluate")
 @user_errors
 def latency_evaluate(

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from latency_predictors.deployment import Deployment
+from latency_predictors.protocol import ProtocolSettings
 from nas.errors import ConfigError
 from search_spaces.efficientnet.config import EfficientNetSpaceConfig
 
@@ -112,7 +113,34 @@ class LatencyConfig(StrictModel):
     )
     threads: int = Field(1, ge=1, le=256)
     warmup: int = Field(10, ge=0)
-    repeats: int = Field(50, ge=3)
+    repeats: int = Field(50, ge=3, description="timed calls per model, spread over the rounds")
+    rounds: int = Field(
+        5, ge=1, le=100, description="chunks a model's calls are split into, interleaved"
+    )
+    estimator: Literal["auto", "median", "p10", "min", "mean", "cpu"] = Field(
+        "auto",
+        description="the per-round statistic; cpu: the calling thread's CPU time; auto: cpu "
+        "where the runtime computes on the calling thread, else median",
+    )
+    drift_correction: bool = Field(
+        True,
+        description="time a reference network before every round and scale each round to "
+        "the host's quiet speed",
+    )
+    drift_threshold: float = Field(
+        0.15, gt=0, le=10, description="a round whose host speed is off by more is timed again"
+    )
+
+    def protocol(self) -> ProtocolSettings:
+        """The measurement protocol's settings, as the plain value backends take."""
+        return ProtocolSettings(
+            warmup=self.warmup,
+            repeats=self.repeats,
+            rounds=self.rounds,
+            estimator=self.estimator,
+            reference=self.drift_correction,
+            drift_threshold=self.drift_threshold,
+        )
 
 
 class Constraints(StrictModel):

@@ -52,6 +52,8 @@ TRIAL_COLUMNS = [
     LATENCY,
     "latency_p90_ms",
     "latency_std_ms",
+    "latency_spread",
+    "latency_drift",
     "latency_source",
     "latency_predicted_ms",
     "latency_measured_ms",

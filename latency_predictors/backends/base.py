@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -11,6 +12,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from latency_predictors.device import Device
+from latency_predictors.protocol import REFERENCE_SHAPE, Call, Meter
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,7 +22,9 @@ class LatencyResult:
     A failed measurement carries `error` and NaN figures instead of raising, so a sweep over
     many models goes on (timm's ``benchmark.py`` does the same). `source` says whether the
     figures were ``measured`` or ``predicted``; `predicted_ms` and `uncertainty` (the predictor's
-    std over its prediction) are set whenever a predictor was asked.
+    std over its prediction) are set whenever a predictor was asked. A measurement by the
+    protocol (`latency_predictors.protocol`) carries `spread`, the relative std of its per-round
+    figures, and `drift`, the largest departure of the host's speed from its anchor meanwhile.
     """
 
     device: Device
@@ -35,6 +39,8 @@ class LatencyResult:
     source: str = "measured"
     predicted_ms: float | None = None
     uncertainty: float | None = None
+    spread: float | None = None
+    drift: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -105,6 +111,56 @@ def is_quantized(path: Path) -> bool:
 Runner = Callable[[np.ndarray], np.ndarray]
 
 
+class MeteredBackend:
+    """`measure` and `measure_many` for a backend that can prepare a model for timing.
+
+    A subclass sets `_device` and `meter` and implements `_prepare(onnx_path, shape, tmp)`,
+    which returns a call running the loaded model once on fixed data (`tmp` is a scratch
+    folder that lives until the model is loaded).
+    """
+
+    _device: Device
+    meter: Meter
+
+    def _prepare(self, onnx_path: Path, input_shape: tuple[int, ...], tmp: Path) -> Call:
+        raise NotImplementedError
+
+    def prepare(self, onnx_path: Path, input_shape: tuple[int, ...]) -> Call:
+        """The model loaded for timing: a call that runs it once on fixed data."""
+        with tempfile.TemporaryDirectory(prefix="nas-time-") as tmp:
+            return self._prepare(Path(onnx_path), input_shape, Path(tmp))
+
+    def _prepare_reference(self, onnx_path: Path) -> Call:
+        return self.prepare(onnx_path, REFERENCE_SHAPE)
+
+    def measure(self, onnx_path: Path, input_shape: tuple[int, ...]) -> LatencyResult:
+        return self.measure_many([(onnx_path, input_shape)])[0]
+
+    def measure_many(
+        self, models: Sequence[tuple[Path, tuple[int, ...]]]
+    ) -> list[LatencyResult]:
+        """Each model's latency, all timed in the same interleaved rounds; a model that fails
+        to load gets a failed result and the others are still timed."""
+        warmup = self.meter.settings.warmup
+        out: list[LatencyResult | None] = [None] * len(models)
+        calls: dict[int, Call] = {}
+        for i, (path, shape) in enumerate(models):
+            try:
+                calls[i] = self.prepare(path, shape)
+            except Exception as e:  # runtimes raise their own exception types
+                out[i] = LatencyResult.failed(self._device, f"{type(e).__name__}: {e}", warmup)
+        if calls:
+            try:
+                results = self.meter.measure_many(list(calls.values()))
+            except Exception as e:  # a model may fail only when run
+                results = [
+                    LatencyResult.failed(self._device, f"{type(e).__name__}: {e}", warmup)
+                ] * len(calls)
+            for i, result in zip(calls, results, strict=True):
+                out[i] = result
+        return [r for r in out if r is not None]
+
+
 class LatencyBackend(Protocol):
     """Times an ONNX model on one device."""
 
@@ -119,6 +175,12 @@ class LatencyBackend(Protocol):
         An int8 device times an already quantized model as it is, and an fp32 one after
         quantizing it for timing (random calibration data: right speed, meaningless accuracy).
         """
+        ...
+
+    def measure_many(
+        self, models: Sequence[tuple[Path, tuple[int, ...]]]
+    ) -> list[LatencyResult]:
+        """`measure` of several (onnx path, input shape) at once, in interleaved rounds."""
         ...
 
     def runner(self, onnx_path: Path, input_shape: tuple[int, ...]) -> Runner:

@@ -2,26 +2,25 @@
 
 from __future__ import annotations
 
-import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from latency_predictors.backends.base import (
-    LatencyResult,
+    MeteredBackend,
     Runner,
     check_settings,
     is_quantized,
-    summarize,
-    time_calls,
 )
 from latency_predictors.device import Device, cpu_description
+from latency_predictors.protocol import AnchorStore, Call, Meter, ProtocolSettings
 from latency_predictors.quantize import quantize_for_timing
 
 PRECISIONS = ("fp32", "int8")
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(MeteredBackend):
     """Times an ONNX model in an ONNX Runtime CPU session with a fixed thread count.
 
     At int8, a model that is not quantized yet is quantized for timing first (see
@@ -38,6 +37,8 @@ class OnnxRuntimeBackend:
         repeats: int = 50,
         batch_size: int = 1,
         precision: str = "fp32",
+        protocol: ProtocolSettings | None = None,
+        anchors: AnchorStore | None = None,
     ) -> None:
         import onnxruntime as ort
 
@@ -56,6 +57,8 @@ class OnnxRuntimeBackend:
             batch_size=batch_size,
             threads=threads,
         )
+        settings = replace(protocol or ProtocolSettings(), warmup=warmup, repeats=repeats)
+        self.meter = Meter(self._device, settings, self._prepare_reference, anchors)
 
     @property
     def device(self) -> Device:
@@ -78,15 +81,10 @@ class OnnxRuntimeBackend:
         name = sess.get_inputs()[0].name  # type: ignore[attr-defined]
         return lambda x: sess.run(None, {name: x})[0]  # type: ignore[attr-defined]
 
-    def measure(self, onnx_path: Path, input_shape: tuple[int, ...]) -> LatencyResult:
-        try:
-            with tempfile.TemporaryDirectory(prefix="nas-ort-") as tmp:
-                path = onnx_path
-                if self.precision == "int8" and not is_quantized(onnx_path):
-                    path = quantize_for_timing(onnx_path, input_shape, Path(tmp) / "int8.onnx")
-                run = self.runner(path, input_shape)
-            x = np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)
-            times = time_calls(lambda: run(x), warmup=self.warmup, repeats=self.repeats)
-        except Exception as e:  # onnxruntime raises its own exception types
-            return LatencyResult.failed(self._device, f"{type(e).__name__}: {e}", self.warmup)
-        return summarize(times, self._device, self.warmup)
+    def _prepare(self, onnx_path: Path, input_shape: tuple[int, ...], tmp: Path) -> Call:
+        path = onnx_path
+        if self.precision == "int8" and not is_quantized(onnx_path):
+            path = quantize_for_timing(onnx_path, input_shape, tmp / "int8.onnx")
+        run = self.runner(path, input_shape)
+        x = np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)
+        return lambda: run(x)

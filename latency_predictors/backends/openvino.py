@@ -9,21 +9,20 @@ kernels.
 
 from __future__ import annotations
 
-import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from latency_predictors.backends.base import (
-    LatencyResult,
+    MeteredBackend,
     Runner,
     check_settings,
     is_quantized,
-    summarize,
-    time_calls,
 )
 from latency_predictors.device import Device, cpu_description
+from latency_predictors.protocol import AnchorStore, Call, Meter, ProtocolSettings
 from latency_predictors.quantize import quantize_for_timing
 
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -47,7 +46,7 @@ def bf16_unavailable_reason() -> str | None:
     )
 
 
-class OpenVinoBackend:
+class OpenVinoBackend(MeteredBackend):
     """Times an ONNX model with OpenVINO's CPU plugin, latency hint, a fixed thread count."""
 
     def __init__(
@@ -59,6 +58,8 @@ class OpenVinoBackend:
         repeats: int = 50,
         batch_size: int = 1,
         precision: str = "fp32",
+        protocol: ProtocolSettings | None = None,
+        anchors: AnchorStore | None = None,
     ) -> None:
         try:
             import openvino as ov
@@ -86,6 +87,8 @@ class OpenVinoBackend:
             batch_size=batch_size,
             threads=threads,
         )
+        settings = replace(protocol or ProtocolSettings(), warmup=warmup, repeats=repeats)
+        self.meter = Meter(self._device, settings, self._prepare_reference, anchors)
 
     @property
     def device(self) -> Device:
@@ -111,18 +114,10 @@ class OpenVinoBackend:
 
         return run
 
-    def measure(self, onnx_path: Path, input_shape: tuple[int, ...]) -> LatencyResult:
-        try:
-            with tempfile.TemporaryDirectory(prefix="nas-ov-") as tmp:
-                path = onnx_path
-                if self.precision == "int8" and not is_quantized(onnx_path):
-                    path = quantize_for_timing(onnx_path, input_shape, Path(tmp) / "int8.onnx")
-                compiled = self.compile(path)
-            request = compiled.create_infer_request()
-            x = np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)
-            times = time_calls(
-                lambda: request.infer({0: x}), warmup=self.warmup, repeats=self.repeats
-            )
-        except Exception as e:  # openvino raises its own exception types
-            return LatencyResult.failed(self._device, f"{type(e).__name__}: {e}", self.warmup)
-        return summarize(times, self._device, self.warmup)
+    def _prepare(self, onnx_path: Path, input_shape: tuple[int, ...], tmp: Path) -> Call:
+        path = onnx_path
+        if self.precision == "int8" and not is_quantized(onnx_path):
+            path = quantize_for_timing(onnx_path, input_shape, tmp / "int8.onnx")
+        request = self.compile(path).create_infer_request()
+        x = np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)
+        return lambda: request.infer({0: x})

@@ -2,25 +2,26 @@
 
 Needs the optional ``tensorrt`` package and a CUDA GPU that torch can see; without either,
 constructing the backend fails with a message that says which is missing. Buffers live in torch
-CUDA tensors, so no pycuda is needed. Timing uses CUDA events around each enqueue and
-synchronises after every call, so a number is the latency of one inference, not a throughput.
+CUDA tensors, so no pycuda is needed. Every timed call synchronises, so a number is the latency
+of one inference, not a throughput.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from latency_predictors.backends.base import (
-    LatencyResult,
+    MeteredBackend,
     Runner,
     check_settings,
     is_quantized,
-    summarize,
 )
 from latency_predictors.device import Device
+from latency_predictors.protocol import AnchorStore, Call, Meter, ProtocolSettings
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -38,8 +39,11 @@ def gpu_unavailable_reason() -> str | None:
     return None
 
 
-class TensorRtBackend:
-    """Builds a TensorRT engine per model and times it on GPU 0."""
+class TensorRtBackend(MeteredBackend):
+    """Builds a TensorRT engine per model and times it on GPU 0 with the measurement protocol
+    (`latency_predictors.protocol`): one call is an enqueue on a CUDA stream and its
+    synchronisation; the reference network runs on the GPU too, so the GPU's clock changes are
+    what the drift correction sees."""
 
     def __init__(
         self,
@@ -51,6 +55,8 @@ class TensorRtBackend:
         batch_size: int = 1,
         precision: str = "fp16",
         workspace_mib: int = 1024,
+        protocol: ProtocolSettings | None = None,
+        anchors: AnchorStore | None = None,
     ) -> None:
         reason = gpu_unavailable_reason()
         if reason is not None:
@@ -74,6 +80,10 @@ class TensorRtBackend:
             batch_size=batch_size,
             threads=threads,
         )
+        settings = replace(protocol or ProtocolSettings(), warmup=warmup, repeats=repeats)
+        if settings.estimator == "cpu":
+            settings = replace(settings, estimator="median")  # the host thread waits on the GPU
+        self.meter = Meter(self._device, settings, self._prepare_reference, anchors)
 
     @property
     def device(self) -> Device:
@@ -119,28 +129,17 @@ class TensorRtBackend:
     def runner(self, onnx_path: Path, input_shape: tuple[int, ...]) -> Runner:
         return engine_runner(self.build_engine(onnx_path, input_shape), input_shape)
 
-    def measure(self, onnx_path: Path, input_shape: tuple[int, ...]) -> LatencyResult:
-        torch = self._torch
-        try:
-            engine = self.build_engine(onnx_path, input_shape)
-            context, *_buffers = bind(engine, input_shape)
-            stream = torch.cuda.Stream()
-            times = np.empty(self.repeats, dtype=np.float64)
-            with torch.cuda.stream(stream):
-                for _ in range(self.warmup):
-                    context.execute_async_v3(stream.cuda_stream)
-                stream.synchronize()
-                for i in range(self.repeats):
-                    start = torch.cuda.Event(enable_timing=True)
-                    end = torch.cuda.Event(enable_timing=True)
-                    start.record(stream)
-                    context.execute_async_v3(stream.cuda_stream)
-                    end.record(stream)
-                    end.synchronize()
-                    times[i] = start.elapsed_time(end)
-        except Exception as e:  # tensorrt and CUDA raise their own exception types
-            return LatencyResult.failed(self._device, f"{type(e).__name__}: {e}", self.warmup)
-        return summarize(times, self._device, self.warmup)
+    def _prepare(self, onnx_path: Path, input_shape: tuple[int, ...], tmp: Path) -> Call:
+        engine = self.build_engine(onnx_path, input_shape)
+        context, *buffers = bind(engine, input_shape)
+        stream = self._torch.cuda.Stream()
+
+        def call() -> None:
+            context.execute_async_v3(stream.cuda_stream)
+            stream.synchronize()
+
+        call.keep = (engine, context, buffers)  # type: ignore[attr-defined]
+        return call
 
 
 def load_engine(path: Path) -> Any:

@@ -1,5 +1,7 @@
 """How good is a latency predictor? Fit it, measure held-out random candidates, compare with
-the FLOPs baseline, and save the predictor with its error report and a plot."""
+the FLOPs baseline and with a second measurement of the same candidates (the host's own
+repeatability: no predictor can be judged finer than that), and save the predictor with its
+error report and a plot."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from hwnas_base.io import write_atomic
 from hwnas_base.progress import PhaseProgress, quiet
 from latency_predictors.backends import LatencyBackend
 from latency_predictors.cache import LatencyCache
-from latency_predictors.measure import measure_candidates
+from latency_predictors.measure import measure_candidates, measure_together
 from latency_predictors.predictors import (
     PREDICTOR_KINDS,
     FlopsPredictor,
@@ -23,14 +25,19 @@ from latency_predictors.predictors import (
     accuracy_report,
     save_predictor,
 )
-from latency_predictors.sources import latency_cache, predictor_path
+from latency_predictors.sources import attach_anchors, latency_cache, predictor_path
 from nas.config import RunConfig
+from nas.devices.check import repeatability
 from nas.devices.profiling import latency_config
 from nas.errors import PredictorError
 from nas.evaluate.latency import config_backend, lookup_predictor
 from nas.report.plots import predictor_figure
 from nas.run import DEFAULT_RUNS_DIR
 from search_spaces import get_space
+
+# The row of a report that compares a second measurement with the first: how good a predictor
+# could be on this host at all.
+SECOND_MEASUREMENT = "second measurement"
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,7 @@ def evaluate_predictor(
     space = get_space(config.space.name, config.space)
     backend = config_backend(config)
     cache = latency_cache(Path(options.runs_dir))
+    attach_anchors(backend, cache)
     predictor, fit_set, fit_ms = _fit(options, config, space, backend, cache, progress)
     predictor.device_ = backend.device
     test_set = _held_out(space, set(fit_set), options.n_test, options.seed)
@@ -94,6 +102,9 @@ def evaluate_predictor(
         what="measuring held-out candidates",
     )
     measured = np.array([r.p50_ms for r in results])
+    again = measure_together(
+        space, test_set, backend, deployment, progress=progress, what="measuring them again"
+    )
     progress("predicting", 0, 1)
     predicted = np.asarray(predictor.predict(test_set))
     flops = predictor if kind == "flops" else FlopsPredictor(space, deployment).fit(fit_set, fit_ms)
@@ -112,6 +123,7 @@ def evaluate_predictor(
         "metrics": {
             kind: accuracy_report(predicted, measured),
             "flops": accuracy_report(baseline, measured),
+            SECOND_MEASUREMENT: repeatability(measured, np.array([r.p50_ms for r in again])),
         },
         "test": [
             {"candidate": space.encode(c), "measured_ms": m, "predicted_ms": p, "flops_ms": b}

@@ -80,6 +80,8 @@ class Outcome:
             "latency_source": lat.source,
             "latency_predicted_ms": lat.predicted_ms,
             "latency_uncertainty": lat.uncertainty,
+            "latency_spread": lat.spread,
+            "latency_drift": lat.drift,
             "device": lat.device.to_dict(),
             "params": self.params,
             "flops": self.flops,

@@ -46,6 +46,7 @@ def config_backend(config: RunConfig, device: str | None = None) -> LatencyBacke
         warmup=lat.warmup,
         repeats=lat.repeats,
         batch_size=config.deployment.batch_size,
+        protocol=lat.protocol(),
     )
 
 

@@ -65,6 +65,8 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
                 LATENCY: a.get(LATENCY, math.nan),
                 "latency_p90_ms": a.get("latency_p90_ms", math.nan),
                 "latency_std_ms": a.get("latency_std_ms", math.nan),
+                "latency_spread": _number(a.get("latency_spread")),
+                "latency_drift": _number(a.get("latency_drift")),
                 "latency_source": source,
                 "latency_predicted_ms": a.get("latency_predicted_ms", math.nan),
                 "latency_measured_ms": measured,
