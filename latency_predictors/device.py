@@ -66,3 +66,19 @@ class Device:
             f"{self.name}_{self.runtime}{self.runtime_version}_{self.precision}"
             f"_b{self.batch_size}_t{self.threads}_{digest[:10]}"
         )
+
+
+@cache
+def host_identity() -> dict[str, str]:
+    """Which machine this is: its hostname and systemd machine id (when it has one), the CPU,
+    and `id`, a short hash of them. Two hosts of the same kind share `cpu`, not `id`."""
+    import socket
+
+    machine_id = ""
+    for path in (Path("/etc/machine-id"), Path("/var/lib/dbus/machine-id")):
+        if path.is_file():
+            machine_id = path.read_text(errors="replace").strip()
+            break
+    host = {"hostname": socket.gethostname(), "machine_id": machine_id, "cpu": cpu_description()}
+    digest = hashlib.sha256(json.dumps(host, sort_keys=True).encode()).hexdigest()
+    return {"id": digest[:12], **host}

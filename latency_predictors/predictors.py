@@ -87,6 +87,10 @@ class LookupTablePredictor:
         self.intercept_ = 0.0
         self.residual_rel_std_ = 0.1
         self.n_fit_ = 0
+        # Set by `latency_predictors.sources.table_predictor`: why the table's milliseconds may
+        # not be this host's, or the calibration file that makes them so.
+        self.host_note: str | None = None
+        self.calibrated_here: Path | None = None
 
     def check_space(self, candidates: Sequence[Any]) -> None:
         """`TableError` if the table lacks an operator that any of `candidates` needs."""

@@ -24,6 +24,7 @@ from hwnas_base.errors import LatencyError, TableError
 from hwnas_base.progress import PhaseProgress, quiet
 from latency_predictors.backends import LatencyBackend, LatencyResult
 from latency_predictors.deployment import Deployment
+from latency_predictors.device import host_identity
 from latency_predictors.onnx_export import export_onnx
 from latency_predictors.table import Calibration, write_table
 from search_spaces.efficientnet.operators import OperatorKey
@@ -135,7 +136,9 @@ def profile_space(
 
         todo = _Todo(covering, calibration_set, n_ops + len(calibration_set))
         _measure_all(space, backend, deployment, todo, records, record, progress)
-    _write(out, records, device, header)
+    meter = getattr(backend, "meter", None)
+    reference = meter.reference() if meter is not None else None
+    _write(out, records, device, header, reference[1] if reference else None)
     partial.unlink()
     return out
 
@@ -205,7 +208,13 @@ def _measure_all(
     progress(f"profiled {name}", total, total)
 
 
-def _write(out: Path, records: list[dict[str, Any]], device: Any, header: dict[str, Any]) -> None:
+def _write(
+    out: Path,
+    records: list[dict[str, Any]],
+    device: Any,
+    header: dict[str, Any],
+    reference_ms: float | None,
+) -> None:
     rows = [
         {
             **dict(zip(OperatorKey.columns(), r["key"], strict=True)),
@@ -228,4 +237,6 @@ def _write(out: Path, records: list[dict[str, Any]], device: Any, header: dict[s
         deployment=header["deployment"],
         calibration=cal,
         profile_seconds=round(sum(r.get("seconds", 0.0) for r in records), 1),
+        host=host_identity(),
+        reference_ms=reference_ms,
     )

@@ -21,8 +21,9 @@ from torch import nn
 from hwnas_base.errors import TableError
 from latency_predictors.backends import LatencyBackend, LatencyResult
 from latency_predictors.cache import LatencyCache
+from latency_predictors.calibration import describe_host, find_calibration, profiled_here
 from latency_predictors.deployment import Deployment
-from latency_predictors.device import Device
+from latency_predictors.device import Device, host_identity
 from latency_predictors.devices import BUILTIN_DEVICES, TABLES_DIR
 from latency_predictors.measure import measure_candidate
 from latency_predictors.predictors import PREDICTOR_SUFFIX, LookupTablePredictor
@@ -36,6 +37,7 @@ USER_TABLES = "tables"
 class LatencySource(Protocol):
     device: Device
     description: str
+    notes: list[str]
 
     def __call__(
         self, candidate: Any, model: nn.Module | None = None
@@ -54,6 +56,7 @@ class MeasuredLatency:
     ) -> None:
         self.space, self.backend, self.deployment, self.cache = space, backend, deployment, cache
         self.device = backend.device
+        self.notes: list[str] = []
         attach_anchors(backend, cache)
         d = self.device
         self.description = (
@@ -78,9 +81,12 @@ def attach_anchors(backend: LatencyBackend, cache: LatencyCache | None) -> None:
 
 
 class PredictedLatency:
-    def __init__(self, predictor: Any, device: Device, description: str) -> None:
+    def __init__(
+        self, predictor: Any, device: Device, description: str, notes: Sequence[str] = ()
+    ) -> None:
         self.predictor, self.device = predictor, device
         self.description = description
+        self.notes = list(notes)
 
     def __call__(
         self, candidate: Any, model: nn.Module | None = None
@@ -112,6 +118,7 @@ class HybridLatency:
         self.predicted, self.measured = predicted, measured
         self.max_uncertainty = max_uncertainty
         self.device = measured.device
+        self.notes = predicted.notes + measured.notes
         self.description = (
             f"{predicted.description}; measured on {measured.device.name} when the predicted "
             f"std exceeds {max_uncertainty:.0%} and for the final front"
@@ -220,16 +227,35 @@ def table_predictor(
 ) -> tuple[LookupTablePredictor, LatencyTable]:
     """The table at `path`, checked against the device and space, with its correction fitted.
 
+    A table profiled on another host is corrected with this host's calibration when there is
+    one (`latency_predictors.calibration`); otherwise with its own, and `host_note` on the
+    predictor says so.
+
     Raises:
         TableError: the table is malformed, measured for another device or shape, or lacks an
-            operator of `space`.
+            operator of `space`, or this host's calibration of it does not fit it.
         PredictorError: the table holds too few whole-model measurements to fit the correction.
     """
     table = load_table(path)
     check_table_device(table, device=device, threads=threads, deployment=deployment)
     predictor = LookupTablePredictor(table, space, deployment)
     predictor.check_space(list(space.covering_candidates()))
-    return predictor.fit_calibration(), table
+    if profiled_here(table):
+        return predictor.fit_calibration(), table
+    calibration = find_calibration(table)
+    if calibration is None:
+        predictor.fit_calibration()
+        predictor.host_note = (
+            f"latency table {Path(table.path).name} was profiled on {describe_host(table.host)} "
+            f"and is not calibrated for this host ({host_identity()['id']}): its milliseconds "
+            f"are that host's; calibrate it here in a minute with `nas latency calibrate "
+            f"--device {device} --table {table.path}`"
+        )
+        return predictor, table
+    names, ms = zip(*calibration.samples, strict=True)
+    predictor.fit([space.decode(c) for c in names], list(ms))
+    predictor.calibrated_here = calibration.path
+    return predictor, table
 
 
 def latency_cache(runs_dir: Path) -> LatencyCache:

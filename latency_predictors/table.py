@@ -9,8 +9,11 @@
 (``ms``), ``device`` (the full identity: name, hardware, runtime, runtime_version, precision,
 batch_size, threads), ``space`` (the search space's name and config the operators come from),
 ``deployment`` (batch size, channels, classes) and ``calibration``: whole-model measurements of
-a few random candidates, from which a predictor fits what the per-operator sum misses; and
-``profile_seconds``, the measuring time the profile took.
+a few random candidates, from which a predictor fits what the per-operator sum misses;
+``profile_seconds``, the measuring time the profile took; ``host``, the machine it was profiled
+on (`latency_predictors.device.host_identity`), and ``reference_ms``, the reference network's
+anchor there (`latency_predictors.protocol`). Tables from before these two were recorded load
+as profiled on an unknown host.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +67,8 @@ class LatencyTable:
     deployment: dict[str, Any]
     frame: pd.DataFrame
     calibration: list[Calibration]
+    host: dict[str, Any] = field(default_factory=dict)
+    reference_ms: float | None = None
 
     def __post_init__(self) -> None:
         keys = self.frame[list(OperatorKey.columns())].itertuples(index=False, name=None)
@@ -199,6 +204,8 @@ def load_table(path: str | Path) -> LatencyTable:
         deployment=dict(meta.get("deployment") or {}),
         frame=_read_frame(path, device.precision),
         calibration=_read_calibration(path, meta.get("calibration", [])),
+        host=dict(meta.get("host") or {}),
+        reference_ms=meta.get("reference_ms"),
     )
 
 
@@ -211,6 +218,8 @@ def write_table(
     deployment: dict[str, Any],
     calibration: list[Calibration],
     profile_seconds: float | None = None,
+    host: dict[str, Any] | None = None,
+    reference_ms: float | None = None,
 ) -> Path:
     """Write a table and its side file atomically (each appears whole or not at all)."""
     path = Path(path)
@@ -224,6 +233,8 @@ def write_table(
         "deployment": deployment,
         "calibration": [c.__dict__ for c in calibration],
         "profile_seconds": profile_seconds,
+        "host": host,
+        "reference_ms": reference_ms,
     }
     write_atomic(path, frame.to_csv(index=False, float_format="%.6g"))
     write_atomic(metadata_path(path), json.dumps(meta, indent=1) + "\n")

@@ -15,6 +15,8 @@ import pandas as pd
 from hwnas_base.progress import PhaseProgress, quiet
 from nas.cluster.connect import ray_environment
 from nas.config import RunConfig, config_from_text
+from nas.devices.calibrate import CalibrateOptions
+from nas.devices.calibrate import calibrate_table as _calibrate_table
 from nas.devices.check import CheckOptions
 from nas.devices.check import check_device as _check_device
 from nas.devices.evaluation import PredictorEvaluation
@@ -51,6 +53,7 @@ from nas.storage import load_study
 from nas.train.full import TrainOptions, train_trial
 
 __all__ = [
+    "CalibrateOptions",
     "CheckOptions",
     "CompareOptions",
     "DeployOptions",
@@ -65,6 +68,7 @@ __all__ = [
     "WorkerOptions",
     "add_table",
     "best_under",
+    "calibrate_table",
     "check_device",
     "check_export",
     "check_search",
@@ -200,6 +204,13 @@ def add_table(csv: bytes, metadata: bytes, runs_dir: Path, *, replace: bool = Fa
 def profile_device(options: ProfileOptions, progress: PhaseProgress = quiet) -> Path:
     """Profile a device into a latency table; the table's path."""
     return _profile_device(options, progress)
+
+
+def calibrate_table(
+    options: CalibrateOptions, progress: PhaseProgress = quiet
+) -> dict[str, Any]:
+    """Time a few whole models here and store them as a table's calibration for this host."""
+    return _calibrate_table(options, progress)
 
 
 def check_device(options: CheckOptions, progress: PhaseProgress = quiet) -> dict[str, Any]:

@@ -523,6 +523,49 @@ def latency_check(
     )
 
 
+@latency_app.command("calibrate")
+@user_errors
+def latency_calibrate(
+    device: Annotated[str, typer.Option(help="The table's device, measured here")],
+    table: Annotated[Path, typer.Option(help="Latency table (.csv with its .json side file)")],
+    samples: Annotated[int, typer.Option(help="Whole candidates to time here")] = 10,
+    config: Annotated[
+        Path | None, typer.Option(help="Run config whose space, shape and protocol to use")
+    ] = None,
+    space: Annotated[
+        str | None, typer.Option(help="A registered space with its default settings")
+    ] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where the latency cache is kept")] = Path("runs"),
+) -> None:
+    """Recalibrate a table profiled on another host for this one: time a few whole models here
+    and store them beside the table; searches on this host then use them."""
+    from nas import api
+
+    with _progress() as progress:
+        options = api.CalibrateOptions(
+            device=device,
+            table=table,
+            samples=samples,
+            config=config,
+            space=space,
+            runs_dir=runs_dir,
+        )
+        report = api.calibrate_table(options, progress)
+    before, after = report["before"], report["after_leave_one_out"]
+    out.print(
+        f"table profiled on {report['table_host']}; this is {report['this_host']}",
+        highlight=False,
+    )
+    out.print(
+        f"{report['samples']} whole models here run {report['scale']:.2f}x the table's "
+        f"prediction; within +-10 %: {before['within_10']:.0%} with the table's correction, "
+        f"{after['within_10']:.0%} with this host's (leave-one-out, MAPE {before['mape']:.1%} "
+        f"-> {after['mape']:.1%})",
+        highlight=False,
+    )
+    out.print(f"calibration: {report['calibration']}", highlight=False)
+
+
 @latency_app.command("evaluate")
 @user_errors
 def latency_evaluate(

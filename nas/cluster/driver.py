@@ -54,6 +54,7 @@ from nas.search.session import (
     make_teacher,
     prepare,
     remeasure_front,
+    say_latency_notes,
 )
 from nas.search.study import (
     check_any_completed,
@@ -110,6 +111,7 @@ class _Driver:
         shared = self.config.cluster.storage is not None
         self.study = open_study(self.run, self.config, shared=shared)
         describe_study(self.study, self.session)
+        say_latency_notes(self.session, self.reporter)
         recovered = fail_stale(self.study) if shared else recover_interrupted(self.study)
         if recovered:
             log.warning("%d interrupted trial(s) marked failed and queued again", recovered)

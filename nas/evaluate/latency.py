@@ -122,6 +122,7 @@ def _predicted_latency(
 ) -> PredictedLatency:
     lat = config.latency
     predictor: Any
+    notes: list[str] = []
     if lat.predictor == "lut":
         predictor, table = lookup_predictor(config, space, runs_dir)
         device = table.device
@@ -130,10 +131,17 @@ def _predicted_latency(
                 f"latency table {table.path}: profiled on {table.device.hardware}, but hybrid "
                 f"mode measures on {measured.device.hardware}; profile this machine"
             )
+        where = (
+            f"this host's calibration {predictor.calibrated_here.name}"
+            if predictor.calibrated_here is not None
+            else "the table's"
+        )
         description = (
             f"predicted by the lookup table {table.path.name} ({len(table)} operators, "
-            f"correction fitted on {predictor.n_fit_} whole models)"
+            f"correction fitted on {predictor.n_fit_} whole models of {where})"
         )
+        if predictor.host_note is not None:
+            notes.append(predictor.host_note)
     else:
         space_config = config.space.model_dump(mode="json")
         path = predictor_path(runs_dir, lat.device, space.name, space_config, "gbm")
@@ -151,7 +159,7 @@ def _predicted_latency(
         description += "; not measured (latency.mode: predicted)"
     elif measured is None:
         description += f"; {lat.device} has no backend on this machine, so nothing was measured"
-    return PredictedLatency(predictor, device, description)
+    return PredictedLatency(predictor, device, description, notes)
 
 
 def _unknown_device(name: str, config: RunConfig) -> Device:

@@ -44,6 +44,8 @@ from search_spaces import get_space
 BACKENDS = ("local", "ray")
 
 
+log = logging.getLogger(__name__)
+
 @dataclass(frozen=True)
 class SearchOptions:
     """What `nas search` asks for.
@@ -232,6 +234,21 @@ def describe_study(study: Any, session: Session) -> None:
         },
     )
     study.set_user_attr("latency", session.latency.description)
+    study.set_user_attr("latency_notes", list(session.latency.notes))
+
+
+def say_latency_notes(session: Session, reporter: SearchReporter | None) -> None:
+    """Tell the user, before the first trial, what to know about the latency numbers (a table
+    not calibrated for this host, a predictor's expected error); they are also in the log and
+    the study. A table's host is a warning only where this host is what is measured."""
+    measured_here = session.config.latency.mode != "predicted"
+    for note in session.latency.notes:
+        if measured_here:
+            log.warning(note)
+        else:
+            log.info(note)
+        if reporter is not None:
+            reporter.note(("warning: " if measured_here else "") + note)
 
 
 @contextmanager
@@ -353,6 +370,7 @@ def _run(
                 shared=shared,
             )
             describe_study(loop.study, session)
+            say_latency_notes(session, reporter)
             summary = loop.run_trials(config.search.n_trials, config.search.timeout)
             remeasure_front(loop.study, session, run, reporter)
             front = front_frame(trials_frame(loop.study))
