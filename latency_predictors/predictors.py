@@ -36,6 +36,8 @@ from latency_predictors.table import LatencyTable, describe, load_table
 from search_spaces.flops import count_flops
 
 PREDICTOR_KINDS = ("lut", "gbm", "flops")
+# Kinds a predictor file may hold: the above, and few-shot ones made by `nas latency adapt`.
+SAVED_KINDS = (*PREDICTOR_KINDS, "fewshot")
 PREDICTOR_FORMAT = "hwnas-latency-predictor"
 PREDICTOR_VERSION = 1
 PREDICTOR_SUFFIX = ".json"
@@ -284,6 +286,9 @@ def _fitted(predictor: Any) -> dict[str, Any]:
         }
     if isinstance(predictor, FlopsPredictor):
         return {"k": predictor.k_, "residual_rel_std": predictor.residual_rel_std_}
+    if predictor.kind == "fewshot":
+        fitted: dict[str, Any] = predictor.fitted()
+        return fitted
     return {"n_estimators": predictor.n_estimators, "seed": predictor.seed}
 
 
@@ -320,10 +325,10 @@ def _read_record(path: Path) -> dict[str, Any]:
         raise PredictorError(f"{path}: not a predictor file (JSON: {e})") from None
     if not isinstance(record, dict) or record.get("format") != PREDICTOR_FORMAT:
         raise PredictorError(f"{path}: not a predictor file (format is not {PREDICTOR_FORMAT!r})")
-    if record.get("version") != PREDICTOR_VERSION or record.get("kind") not in PREDICTOR_KINDS:
+    if record.get("version") != PREDICTOR_VERSION or record.get("kind") not in SAVED_KINDS:
         raise PredictorError(
             f"{path}: predictor version {record.get('version')!r} kind {record.get('kind')!r}; "
-            f"this project reads version {PREDICTOR_VERSION}, kinds {', '.join(PREDICTOR_KINDS)}"
+            f"this project reads version {PREDICTOR_VERSION}, kinds {', '.join(SAVED_KINDS)}"
         )
     return record
 
@@ -366,6 +371,10 @@ def load_predictor(path: Path, space: Any, deployment: Deployment) -> Any:
             predictor.intercept_ = float(fitted["intercept"])
             predictor.residual_rel_std_ = float(fitted["residual_rel_std"])
             predictor.n_fit_ = int(fitted["n_fit"])
+        elif record["kind"] == "fewshot":
+            from latency_predictors.adapt import AdaptedPredictor
+
+            predictor = AdaptedPredictor.from_fitted(fitted, space, deployment)
         elif record["kind"] == "flops":
             predictor = FlopsPredictor(space, deployment)
             predictor.k_ = float(fitted["k"])
@@ -377,7 +386,7 @@ def load_predictor(path: Path, space: Any, deployment: Deployment) -> Any:
             predictor.models_ = _load_models(path.with_name(str(fitted["models_file"])))
         device = record.get("device")
         predictor.device_ = Device.from_dict(device) if device else None
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, TableError) as e:
         raise PredictorError(
             f"{path}: malformed predictor file ({type(e).__name__}: {e})"
         ) from None

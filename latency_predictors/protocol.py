@@ -229,7 +229,8 @@ class Meter:
         estimator = self.resolve(self._reference)
         if self.anchor_ms is None:
             name = f"{REFERENCE_NAME}:{estimator}"
-            stored = self.store.get_anchor(self.device, name) if self.store else None
+            store = self.store
+            stored = store.get_anchor(self.device, name) if store is not None else None
             self.anchor_ms = stored or self.measure_anchor()
             if stored is None and self.store is not None:
                 self.store.put_anchor(self.device, name, self.anchor_ms)

@@ -15,6 +15,8 @@ import pandas as pd
 from hwnas_base.progress import PhaseProgress, quiet
 from nas.cluster.connect import ray_environment
 from nas.config import RunConfig, config_from_text
+from nas.devices.adapt import AdaptOptions
+from nas.devices.adapt import adapt_device as _adapt_device
 from nas.devices.calibrate import CalibrateOptions
 from nas.devices.calibrate import calibrate_table as _calibrate_table
 from nas.devices.check import CheckOptions
@@ -53,6 +55,7 @@ from nas.storage import load_study
 from nas.train.full import TrainOptions, train_trial
 
 __all__ = [
+    "AdaptOptions",
     "CalibrateOptions",
     "CheckOptions",
     "CompareOptions",
@@ -66,6 +69,7 @@ __all__ = [
     "SearchResult",
     "TrainOptions",
     "WorkerOptions",
+    "adapt_device",
     "add_table",
     "best_under",
     "calibrate_table",
@@ -204,6 +208,11 @@ def add_table(csv: bytes, metadata: bytes, runs_dir: Path, *, replace: bool = Fa
 def profile_device(options: ProfileOptions, progress: PhaseProgress = quiet) -> Path:
     """Profile a device into a latency table; the table's path."""
     return _profile_device(options, progress)
+
+
+def adapt_device(options: AdaptOptions, progress: PhaseProgress = quiet) -> dict[str, Any]:
+    """Fit a new device's few-shot latency predictor from K measured candidates."""
+    return _adapt_device(options, progress)
 
 
 def calibrate_table(

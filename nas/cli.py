@@ -566,6 +566,59 @@ def latency_calibrate(
     out.print(f"calibration: {report['calibration']}", highlight=False)
 
 
+@latency_app.command("adapt")
+@user_errors
+def latency_adapt(
+    device: Annotated[str, typer.Option(help="The new device's name")],
+    measurements: Annotated[
+        Path | None, typer.Option(help="CSV of candidate,latency_ms measured on the device")
+    ] = None,
+    measure: Annotated[
+        bool, typer.Option("--measure", help="Measure --samples candidates here instead")
+    ] = False,
+    samples: Annotated[int, typer.Option(help="With --measure: candidates to measure")] = 10,
+    reference: Annotated[
+        list[Path] | None, typer.Option(help="A reference table besides those found (repeat)")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="Run config whose space and deployment shape to use")
+    ] = None,
+    space: Annotated[
+        str | None, typer.Option(help="A registered space with its default settings")
+    ] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where predictors are kept")] = Path("runs"),
+) -> None:
+    """Build a latency predictor for a new device from a few measured candidates and the
+    other devices' tables; searches use it with latency.predictor: fewshot."""
+    from nas import api
+
+    with _progress() as progress:
+        options = api.AdaptOptions(
+            device=device,
+            measurements=measurements,
+            measure=measure,
+            samples=samples,
+            references=list(reference or []),
+            config=config,
+            space=space,
+            runs_dir=runs_dir,
+        )
+        report = api.adapt_device(options, progress)
+    out.print(
+        f"few-shot predictor for {device}: {report['samples']} measured candidates, inputs "
+        f"{', '.join(report['references'])}",
+        highlight=False,
+    )
+    loo = report["expected_error"]
+    if loo:
+        out.print(
+            f"expected error (leave-one-out on the {report['samples']}): MAPE {loo['mape']:.1%}, "
+            f"{loo['within_10']:.0%} within +-10 %, Spearman {loo['spearman']:.3f}",
+            highlight=False,
+        )
+    out.print(f"predictor: {report['predictor_file']}", highlight=False)
+
+
 @latency_app.command("evaluate")
 @user_errors
 def latency_evaluate(

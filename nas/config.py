@@ -100,8 +100,11 @@ class LatencyConfig(StrictModel):
         description="measured: time every candidate; predicted: use a predictor only; hybrid: "
         "predict, measure when the predictor is unsure, re-measure the final front",
     )
-    predictor: Literal["lut", "gbm"] = Field(
-        "lut", description="lut: latency table sum + correction; gbm: learned (fit it first)"
+    predictor: Literal["lut", "gbm", "fewshot"] = Field(
+        "lut",
+        description="lut: latency table sum + correction; gbm: learned (fit it first with "
+        "`nas latency evaluate`); fewshot: a new device from a few measured candidates (fit it "
+        "first with `nas latency adapt`)",
     )
     table: Path | None = Field(
         None,

@@ -144,17 +144,25 @@ def _predicted_latency(
             notes.append(predictor.host_note)
     else:
         space_config = config.space.model_dump(mode="json")
-        path = predictor_path(runs_dir, lat.device, space.name, space_config, "gbm")
+        kind = lat.predictor
+        path = predictor_path(runs_dir, lat.device, space.name, space_config, kind)
         if not path.is_file():
+            how = "evaluate --predictor gbm" if kind == "gbm" else "adapt --measurements CSV"
             raise PredictorError(
-                f"no fitted gbm predictor for {lat.device} and this space at {path}; fit one "
-                f"with `nas latency evaluate --device {lat.device} --predictor gbm --config "
-                "CONFIG`"
+                f"no fitted {kind} predictor for {lat.device} and this space at {path}; fit "
+                f"one with `nas latency {how} --device {lat.device} --config CONFIG`"
             )
         predictor = load_predictor(path, space, config.deployment.target())
-        # The identity the predictor was fitted for, saved by `nas latency evaluate`.
+        # The identity the predictor was fitted for, saved by `nas latency evaluate`/`adapt`.
         device = predictor.device_ or _unknown_device(lat.device, config)
-        description = f"predicted by the gbm predictor {path}"
+        description = f"predicted by the {kind} predictor {path}"
+        loo = getattr(predictor, "loo_", None)
+        if loo:
+            notes.append(
+                f"few-shot predictor of {lat.device} from {len(predictor.samples_)} measured "
+                f"candidates: expected error (leave-one-out) MAPE {loo['mape']:.1%}, "
+                f"{loo['within_10']:.0%} within +-10 %, Spearman {loo['spearman']:.3f}"
+            )
     if measured is None and lat.device in BUILTIN_DEVICES:
         description += "; not measured (latency.mode: predicted)"
     elif measured is None:
