@@ -74,10 +74,9 @@ def main() -> None:
                 if not (args.profile and kind == "lut")
                 else _lut_on(table, args)
             )
-    # The noise floor: the same held-out candidates measured again, fresh. No predictor can agree
-    # with one measurement better than a second measurement does.
-    print("re-measuring the held-out candidates ...", flush=True)
-    noise = _remeasure(reports["gbm"], args)
+    # The noise floor: the same held-out candidates measured again, fresh (`evaluate` does it).
+    # No predictor can agree with one measurement better than a second measurement does.
+    noise = reports["gbm"]["metrics"]["second measurement"]
     dev = reports["lut"]["device"]
     print(
         f"\n{dev['name']}: {dev['runtime']} {dev['runtime_version']}, {dev['precision']}, "
@@ -105,25 +104,6 @@ def main() -> None:
         f"second measurement of the same candidates: {noise['within_10']:.1%}, "
         f"{noise['spearman']:.4f}"
     )
-
-
-def _remeasure(report: dict[str, Any], args: argparse.Namespace) -> dict[str, float]:
-    """`accuracy_report` of a fresh second measurement against the report's measurements."""
-    import numpy as np
-
-    from latency_predictors.measure import measure_candidates
-    from latency_predictors.predictors import accuracy_report
-    from nas.evaluate.latency import config_backend
-    from search_spaces import get_space
-
-    config = load_config(args.config)
-    space = get_space(config.space.name, config.space)
-    backend = config_backend(config, args.device)
-    cands = [space.decode(r["candidate"]) for r in report["test"]]
-    again = [
-        r.p50_ms for r in measure_candidates(space, cands, backend, config.deployment.target())
-    ]
-    return accuracy_report(np.array(again), np.array([r["measured_ms"] for r in report["test"]]))
 
 
 def _lut_on(table: Path, args: argparse.Namespace) -> dict[str, Any]:

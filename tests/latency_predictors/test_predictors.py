@@ -3,9 +3,11 @@ measurements, and few-shot prediction on the external NAS-Bench-201 table."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from fractions import Fraction
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pandas as pd
@@ -14,7 +16,7 @@ from scipy.stats import spearmanr
 
 from hwnas_base.errors import PredictorError
 from latency_predictors.devices import measurement_backend
-from latency_predictors.fewshot import FewShotPredictor
+from latency_predictors.fewshot import FewShotPredictor, FewShotRegressor
 from latency_predictors.measure import measure_candidates
 from latency_predictors.predictors import (
     FlopsPredictor,
@@ -25,7 +27,6 @@ from latency_predictors.predictors import (
     save_predictor,
 )
 from latency_predictors.table import load_table
-from search_spaces import get_space
 from tests.conftest import REPO, SMALL_DEPLOYMENT, small_space
 
 NB201_TABLE = REPO.parent / "shared" / "bench" / "nb201" / "nb201.csv.gz"
@@ -112,23 +113,77 @@ def test_fewshot_recovers_an_exact_relation() -> None:
     model = FewShotPredictor(ref).fit(picked, target[picked].to_numpy())
     pred = model.predict(list(ref.index))
     assert spearmanr(pred, target).statistic > 0.99
+    assert model.model_ is not None and model.model_.space_ == "log"
     with pytest.raises(PredictorError, match="no reference latencies"):
         model.predict(["unknown"])
 
 
-@pytest.mark.skipif(not NB201_TABLE.is_file(), reason=f"external table {NB201_TABLE} not present")
+def test_fewshot_regressor_fits_an_offset_relation_in_ms() -> None:
+    """A device that skips a fixed part of another's time: linear in ms, not in log ms."""
+    rng = np.random.default_rng(1)
+    x = rng.uniform(5.0, 30.0, size=(300, 4))
+    y = 1.5 * x[:, 1] + 0.5 * x[:, 3] - 9.0  # near zero for the fastest rows
+    y = np.maximum(y, 0.01)
+    model = FewShotRegressor().fit(x[:10], y[:10])
+    pred = model.predict(x)
+    assert model.space_ == "linear"
+    assert np.all(pred > 0) and np.all(model.coef_ >= 0) and model.n_features_in_ == 4
+    assert spearmanr(pred, y).statistic > 0.99
+    assert model.loo_predictions_.shape == (10,)
+    assert 0 <= model.loo_mape_ < 0.2 and model.loo_spearman_ > 0.9
+
+
+def test_fewshot_regressor_rejects_bad_input() -> None:
+    x = np.exp(np.random.default_rng(2).normal(size=(10, 3)))
+    y = x[:, 0] * 2.0
+    bad = {
+        "at least 3": (x[:2], y[:2]),
+        "NaN or infinite": (x, np.r_[y[:9], np.nan]),
+        "X must be positive": (np.r_[x[:9], [[1.0, -1.0, 1.0]]], y),
+        "y must be positive": (x, np.r_[y[:9], 0.0]),
+        "rows but y has": (x, y[:8]),
+        "2 dimension": (x[:, 0], y),
+        "1 dimension": (x, x),
+        "numeric": ([["a", "b", "c"]] * 10, y),
+    }
+    for pattern, (bx, by) in bad.items():
+        with pytest.raises(PredictorError, match=pattern) as err:
+            FewShotRegressor().fit(bx, by)
+        assert "\n" not in str(err.value)
+    with pytest.raises(PredictorError, match="not fitted"):
+        FewShotRegressor().predict(x)
+    model = FewShotRegressor().fit(x, y)
+    with pytest.raises(PredictorError, match="2 columns but the regressor was fitted on 3") as err:
+        model.predict(x[:, :2])
+    assert "\n" not in str(err.value)
+    with pytest.raises(PredictorError, match="space"):
+        FewShotRegressor(space="ranks")  # type: ignore[arg-type]
+
+
+def _fewshot_benchmark() -> ModuleType:
+    """benchmarks/fewshot_nb201.py as a module: the protocol is tested where it is defined."""
+    path = REPO / "benchmarks" / "fewshot_nb201.py"
+    spec = importlib.util.spec_from_file_location("benchmark_fewshot_nb201", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(
+    not NB201_TABLE.is_file(),
+    reason=f"NAS-Bench-201 table {NB201_TABLE} not present (external data, not in the repo)",
+)
 def test_fewshot_beats_flops_on_a_held_out_nb201_device() -> None:
-    table = pd.read_csv(NB201_TABLE)
-    space = get_space("nb201")
-    flops = np.array([space.flops(space.decode(s)) for s in table["arch_str"]], dtype=float)
-    devices = [c for c in table.columns if c not in ("index", "arch_str") and "_acc" not in c]
-    latency = table.set_index("arch_str")[devices]
-    held_out = "pixel3"
-    ref = latency[[d for d in devices if d != held_out]]
-    picked = list(latency.index[np.random.default_rng(0).choice(len(latency), 10, replace=False)])
-    model = FewShotPredictor(ref, flops).fit(picked, latency.loc[picked, held_out].to_numpy())
-    rho = spearmanr(model.predict(list(latency.index)), latency[held_out]).statistic
-    assert rho > spearmanr(flops, latency[held_out]).statistic
+    """HELP's protocol on one phone, three draws: 10 samples from 0-899, middle 80 % of 900-1899."""
+    bench = _fewshot_benchmark()
+    data = bench.load_benchmark(NB201_TABLE)
+    assert len(data.devices) == 21 and len(data.train) == 900 and len(data.scored_pool) == 1000
+    rhos = bench.evaluate_device(data, "samsung_s7", samples=10, draws=3)
+    strict = bench.evaluate_device(data, "samsung_s7", samples=10, draws=3, strict=True)
+    flops = bench.flops_spearman(data, "samsung_s7")
+    assert len(rhos) == 3 and min(rhos) > flops and min(strict) > flops
+    assert np.mean(rhos) > flops + 0.03
 
 
 def test_fitted_predictors_save_as_data_and_load_without_pickle(
