@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,17 @@ class Meter:
 
     def __init__(self, config_json: str) -> None:
         self.config_json = config_json
+        # One backend per device, kept: its reference network and anchor (the measurement
+        # protocol's) are prepared once per node, not per measurement.
+        self._backends: dict[str | None, Any] = {}
+
+    def _backend(self, device: str | None) -> Any:
+        if device not in self._backends:
+            self._backends[device] = _backend(self.config_json, device)
+        return self._backends[device]
 
     def identity(self, device: str | None) -> Any:
-        return _backend(self.config_json, device).device
+        return self._backend(device).device
 
     def measure(
         self, device: str | None, files: dict[str, bytes], name: str, shape: tuple[int, ...]
@@ -46,7 +55,7 @@ class Meter:
         with tempfile.TemporaryDirectory(prefix="nas-measure-") as tmp:
             for fname, data in files.items():
                 (Path(tmp) / fname).write_bytes(data)
-            result = _backend(self.config_json, device).measure(Path(tmp) / name, shape)
+            result = self._backend(device).measure(Path(tmp) / name, shape)
         return result, ray.get_runtime_context().get_node_id()
 
 
@@ -113,6 +122,10 @@ class RemoteBackend:
         self.seconds += time.perf_counter() - began
         self.nodes.add(node)
         return result
+
+    def measure_many(self, models: Sequence[tuple[Path, tuple[int, ...]]]) -> list[Any]:
+        """One after another on the device's nodes (interleaving across nodes would mix hosts)."""
+        return [self.measure(path, shape) for path, shape in models]
 
     def runner(self, onnx_path: Path, input_shape: tuple[int, ...]) -> Any:
         if self._local is None:
