@@ -104,11 +104,15 @@ class AdaptedPredictor:
         }
 
     @classmethod
-    def from_fitted(
-        cls, fitted: dict[str, Any], space: Any, deployment: Deployment
-    ) -> AdaptedPredictor:
-        predictor = cls(space, deployment, [Path(t) for t in fitted["tables"]])
+    def from_fitted(cls, fitted: dict[str, Any], space: Any, deployment: Deployment) -> Any:
+        """A saved few-shot predictor (either kind), refitted from its samples."""
         names, ms = zip(*fitted["samples"], strict=True)
+        predictor: Any
+        if "benchmark_table" in fitted:
+            device = str(fitted.get("device", ""))
+            predictor = BenchmarkAdaptedPredictor(space, Path(fitted["benchmark_table"]), device)
+        else:
+            predictor = cls(space, deployment, [Path(t) for t in fitted["tables"]])
         return predictor.fit([space.decode(str(n)) for n in names], [float(v) for v in ms])
 
 
@@ -175,3 +179,79 @@ def read_measurements(path: Path, space: Any) -> tuple[list[Any], np.ndarray]:
             raise fail(f"row {i + 2} repeats the candidate of row {seen[key] + 2}")
         seen[key] = i
     return candidates, ms
+
+
+BENCHMARK_META_COLUMNS = ("index", "arch_str")
+
+
+class BenchmarkAdaptedPredictor:
+    """Few-shot predictor of one device over a tabular benchmark's space (NAS-Bench-201): the
+    references are the benchmark table's device columns (all but the new device's own, if it
+    has one), plus the space's FLOPs.
+
+    Args:
+        space: The benchmark's space (with `encode` and `flops`).
+        table: The benchmark table: ``arch_str``, one latency column per device (ms), and
+            accuracy columns (``*_acc``), which are ignored.
+        device: The new device; a column of that name is left out of the references.
+    """
+
+    kind = "fewshot"
+
+    def __init__(self, space: Any, table: Path, device: str) -> None:
+        import pandas as pd
+
+        from latency_predictors.fewshot import FewShotPredictor
+
+        self.space, self.table, self.device = space, Path(table), device
+        try:
+            frame = pd.read_csv(self.table)
+        except (OSError, ValueError) as e:
+            raise PredictorError(f"benchmark table {table}: unreadable ({e})") from None
+        if "arch_str" not in frame.columns:
+            raise PredictorError(f"benchmark table {table}: no arch_str column")
+        self.devices = [
+            c
+            for c in frame.columns
+            if c not in BENCHMARK_META_COLUMNS and not c.endswith("_acc") and c != device
+        ]
+        if not self.devices:
+            raise PredictorError(f"benchmark table {table}: no device columns besides {device}")
+        reference = frame.set_index("arch_str")[self.devices]
+        flops = [float(space.flops(space.decode(a))) for a in reference.index]
+        self.model = FewShotPredictor(reference, flops)
+        self.device_: Device | None = None
+        self.samples_: list[tuple[str, float]] = []
+        self.loo_: dict[str, float] = {}
+
+    @property
+    def inputs(self) -> list[str]:
+        return [*self.devices, "flops"]
+
+    def fit(self, candidates: Sequence[Any], latency_ms: Sequence[float] | np.ndarray) -> Any:
+        names = [self.space.encode(c) for c in candidates]
+        y = np.asarray(latency_ms, dtype=np.float64)
+        self.model.fit(names, y)
+        self.samples_ = [(n, float(v)) for n, v in zip(names, y, strict=True)]
+        loo = getattr(self.model.model_, "loo_predictions_", None)
+        if loo is not None and len(y) >= 4:
+            self.loo_ = accuracy_report(np.asarray(loo), y)
+            self.loo_["rel_rmse"] = float(np.sqrt(np.mean(((np.asarray(loo) - y) / y) ** 2)))
+        return self
+
+    def predict(
+        self, candidates: Sequence[Any], return_std: bool = False
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        pred = np.asarray(self.model.predict([self.space.encode(c) for c in candidates]))
+        if not return_std:
+            return pred
+        return pred, pred * self.loo_.get("rel_rmse", 0.1)
+
+    def fitted(self) -> dict[str, Any]:
+        return {
+            "device": self.device,
+            "benchmark_table": str(self.table.resolve()),
+            "inputs": self.inputs,
+            "samples": [list(s) for s in self.samples_],
+            "leave_one_out": self.loo_,
+        }

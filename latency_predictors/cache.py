@@ -14,7 +14,7 @@ from pathlib import Path
 
 from hwnas_base.io import sqlite_transaction
 from latency_predictors.backends.base import LatencyResult
-from latency_predictors.device import Device
+from latency_predictors.device import Device, host_identity
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS latency (
@@ -45,6 +45,12 @@ def latency_key(
     """
     key = f"{space}:{candidate}{variant}@{'x'.join(map(str, shape))}"
     return key if num_classes == 1000 else f"{key}/{num_classes}"
+
+
+def _anchor_key(device: Device) -> str:
+    """An anchor belongs to a device on one host: a cache folder carried to another host of
+    the same kind must not make that host's measurements the first one's speed."""
+    return f"{device.key()}@{host_identity()['id']}"
 
 
 class LatencyCache:
@@ -82,17 +88,17 @@ class LatencyCache:
         with self._connect() as db:
             row = db.execute(
                 "SELECT anchor_ms FROM anchor WHERE device_key = ? AND reference = ?",
-                (device.key(), reference),
+                (_anchor_key(device), reference),
             ).fetchone()
         return None if row is None else float(row[0])
 
     def put_anchor(self, device: Device, reference: str, anchor_ms: float) -> None:
-        """Keep the first anchor measured for `device`; a later one never replaces it, so
-        every session on this host corrects to the same speed."""
+        """Keep the first anchor measured for `device` on this host; a later one never
+        replaces it, so every session here corrects to the same speed."""
         with self._connect() as db:
             db.execute(
                 "INSERT OR IGNORE INTO anchor VALUES (?, ?, ?, ?)",
-                (device.key(), reference, anchor_ms, time.time()),
+                (_anchor_key(device), reference, anchor_ms, time.time()),
             )
 
     def __len__(self) -> int:

@@ -70,8 +70,11 @@ class Device:
 
 @cache
 def host_identity() -> dict[str, str]:
-    """Which machine this is: its hostname and systemd machine id (when it has one), the CPU,
-    and `id`, a short hash of them. Two hosts of the same kind share `cpu`, not `id`."""
+    """Which machine this is, and since when: its hostname, systemd machine id (when it has
+    one), the CPU, the kernel's boot id, and `id`, a short hash of them. Two hosts of the same
+    kind share `cpu`, not `id`. The boot id is there because virtual machines cloned from one
+    image share hostname and machine id, and because a rebooted cloud VM may wake on other
+    hardware: after a reboot, tables made here are calibrated again (a minute's work)."""
     import socket
 
     machine_id = ""
@@ -79,6 +82,12 @@ def host_identity() -> dict[str, str]:
         if path.is_file():
             machine_id = path.read_text(errors="replace").strip()
             break
-    host = {"hostname": socket.gethostname(), "machine_id": machine_id, "cpu": cpu_description()}
+    boot = Path("/proc/sys/kernel/random/boot_id")
+    host = {
+        "hostname": socket.gethostname(),
+        "machine_id": machine_id,
+        "boot_id": boot.read_text().strip() if boot.is_file() else "",
+        "cpu": cpu_description(),
+    }
     digest = hashlib.sha256(json.dumps(host, sort_keys=True).encode()).hexdigest()
     return {"id": digest[:12], **host}

@@ -15,7 +15,11 @@ from typing import Any
 import numpy as np
 
 from hwnas_base.progress import PhaseProgress, quiet
-from latency_predictors.adapt import AdaptedPredictor, read_measurements
+from latency_predictors.adapt import (
+    AdaptedPredictor,
+    BenchmarkAdaptedPredictor,
+    read_measurements,
+)
 from latency_predictors.device import Device
 from latency_predictors.measure import measure_together
 from latency_predictors.predictors import save_predictor
@@ -112,6 +116,8 @@ def adapt_device(options: AdaptOptions, progress: PhaseProgress = quiet) -> dict
         raise PredictorError("give either --measurements CSV or --measure (not both)")
     if options.measure and options.samples < 3:
         raise PredictorError(f"--samples must be at least 3, got {options.samples}")
+    if options.space == "nb201" and options.config is None:
+        return _adapt_benchmark(options)
     config = latency_config(options.config, options.space, options.device)
     space: Any = get_space(config.space.name, config.space)
     deployment = config.deployment.target()
@@ -133,6 +139,29 @@ def adapt_device(options: AdaptOptions, progress: PhaseProgress = quiet) -> dict
     progress("fitting the few-shot predictor", 1, 1)
     space_config = config.space.model_dump(mode="json")
     path = predictor_path(options.runs_dir, options.device, space.name, space_config, "fewshot")
+    save_predictor(predictor, path)
+    return {
+        "device": options.device,
+        "predictor_file": str(path),
+        "references": predictor.inputs,
+        "samples": len(ms),
+        "expected_error": predictor.loo_,
+    }
+
+
+def _adapt_benchmark(options: AdaptOptions) -> dict[str, Any]:
+    """NAS-Bench-201: the references are the benchmark table's device columns."""
+    if options.measurements is None or len(options.references) != 1:
+        raise PredictorError(
+            "for nb201, give --measurements CSV and the benchmark table as --reference "
+            "(e.g. ../shared/bench/nb201/nb201.csv.gz)"
+        )
+    space: Any = get_space("nb201")
+    predictor = BenchmarkAdaptedPredictor(space, options.references[0], options.device)
+    candidates, ms = read_measurements(options.measurements, space)
+    predictor.fit(candidates, ms)
+    predictor.device_ = _named_device(options.device, RunConfig())
+    path = predictor_path(options.runs_dir, options.device, space.name, {}, "fewshot")
     save_predictor(predictor, path)
     return {
         "device": options.device,

@@ -153,3 +153,38 @@ def test_adapt_then_search_on_the_new_device(
     trials = __import__("pandas").read_csv(runs / "small" / "trials.csv")
     done = trials[trials["state"] == "COMPLETE"]
     assert (done["latency_source"] == "predicted").all() and (done["latency_p50_ms"] > 0).all()
+
+
+NB201 = Path(__file__).resolve().parents[4] / "shared" / "bench" / "nb201" / "nb201.csv.gz"
+
+
+@pytest.mark.skipif(not NB201.is_file(), reason=f"NAS-Bench-201 table not found at {NB201}")
+def test_adapt_a_held_out_nb201_device(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from latency_predictors.deployment import Deployment
+    from latency_predictors.predictors import load_predictor
+
+    table = pd.read_csv(NB201, nrows=1900)
+    picked = table.iloc[np.random.default_rng(0).choice(900, 10, replace=False)]
+    measured = tmp_path / "s7.csv"
+    picked[["arch_str", "samsung_s7"]].set_axis(["candidate", "latency_ms"], axis=1).to_csv(
+        measured, index=False
+    )
+    runs = tmp_path / "runs"
+    args = ["latency", "adapt", "--device", "samsung_s7", "--space", "nb201"]
+    missing = run_cli(*args, "--measurements", measured, "--runs-dir", runs)
+    assert "benchmark table as --reference" in _one_error_line(missing)
+    proc = run_cli(*args, "--measurements", measured, "--reference", NB201, "--runs-dir", runs)
+    assert proc.returncode == 0, proc.stderr
+    assert "samsung_s7" not in proc.stdout.split("inputs")[1].split("expected")[0]
+    (path,) = (runs / "predictors" / "samsung_s7").glob("*-fewshot.json")
+    space = get_space("nb201")
+    predictor = load_predictor(path, space, Deployment(1, 3, 10))
+    held_out = table.iloc[900:1900]
+    pred = predictor.predict([space.decode(a) for a in held_out["arch_str"]])
+    flops = [space.flops(space.decode(a)) for a in held_out["arch_str"]]
+    from scipy.stats import spearmanr
+
+    truth = held_out["samsung_s7"].to_numpy()
+    assert spearmanr(pred, truth).statistic > spearmanr(flops, truth).statistic
