@@ -35,7 +35,7 @@ from scipy.stats import spearmanr
 
 from latency_predictors.devices import measurement_backend
 from latency_predictors.onnx_export import export_onnx
-from latency_predictors.protocol import ESTIMATORS, Round, _time, combine, within
+from latency_predictors.protocol import ESTIMATORS, Round, combine, time_chunk, within
 from nas.config import load_config
 from search_spaces import get_space
 
@@ -69,8 +69,8 @@ def old_pass(calls: list[Any]) -> np.ndarray:
     """One window per model: 10 warm-up calls, then the median of 50."""
     out = []
     for call in calls:
-        _time(call, 10)
-        out.append(float(np.median(_time(call, 50)[0])))
+        time_chunk(call, 10)
+        out.append(float(np.median(time_chunk(call, 50)[0])))
     return np.array(out)
 
 

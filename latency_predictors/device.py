@@ -70,8 +70,8 @@ class Device:
 
 @cache
 def host_identity() -> dict[str, str]:
-    """Which machine this is, and since when: its hostname, systemd machine id (when it has
-    one), the CPU, the kernel's boot id, and `id`, a short hash of them. Two hosts of the same
+    """Which machine this is, and since when: its hostname, the CPU, and `id`, a short hash of
+    those, the systemd machine id (when it has one) and the kernel's boot id. Two hosts of the same
     kind share `cpu`, not `id`. The boot id is there because virtual machines cloned from one
     image share hostname and machine id, and because a rebooted cloud VM may wake on other
     hardware: after a reboot, tables made here are calibrated again (a minute's work)."""
@@ -83,11 +83,12 @@ def host_identity() -> dict[str, str]:
             machine_id = path.read_text(errors="replace").strip()
             break
     boot = Path("/proc/sys/kernel/random/boot_id")
-    host = {
+    secret = {
         "hostname": socket.gethostname(),
         "machine_id": machine_id,
         "boot_id": boot.read_text().strip() if boot.is_file() else "",
         "cpu": cpu_description(),
     }
-    digest = hashlib.sha256(json.dumps(host, sort_keys=True).encode()).hexdigest()
-    return {"id": digest[:12], **host}
+    digest = hashlib.sha256(json.dumps(secret, sort_keys=True).encode()).hexdigest()
+    # Only the hash leaves the machine: a table is shared, its host's machine id need not be.
+    return {"id": digest[:12], "hostname": secret["hostname"], "cpu": secret["cpu"]}

@@ -136,7 +136,7 @@ def reference_module() -> Any:
     return net.eval()
 
 
-def _time(call: Call, n: int) -> tuple[np.ndarray, np.ndarray]:
+def time_chunk(call: Call, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Milliseconds of `n` calls: wall clock, and the calling thread's CPU time."""
     wall = np.empty(n, dtype=np.float64)
     cpu = np.empty(n, dtype=np.float64)
@@ -215,6 +215,7 @@ class Meter:
         self.anchor_ms: float | None = None
         self.estimator: str | None = None if settings.estimator == "auto" else settings.estimator
         self.last_rounds: list[list[Round]] = []
+        self._series: list[float] = []  # reference chunk figures of a measure_many, in order
 
     def reference(self) -> tuple[Call, float] | None:
         """The reference call and its anchor (ms), prepared on first use; None without one."""
@@ -241,7 +242,7 @@ class Meter:
         calling thread (its fastest call's CPU time is at least 80 % of its fastest wall
         time: ONNX Runtime and OpenVINO at one thread), else ``median``."""
         if self.estimator is None:
-            wall, cpu = _time(call, 10)
+            wall, cpu = time_chunk(call, 10)
             self.estimator = "cpu" if cpu.min() >= 0.8 * wall.min() else "median"
         return self.estimator
 
@@ -250,8 +251,10 @@ class Meter:
         assert self._reference is not None
         n = self.settings.reference_calls
         estimator = self.resolve(self._reference)
-        _time(self._reference, 3 * n)
-        chunks = [statistic(*_time(self._reference, n), estimator) for _ in range(_ANCHOR_CHUNKS)]
+        time_chunk(self._reference, 3 * n)
+        chunks = [
+            statistic(*time_chunk(self._reference, n), estimator) for _ in range(_ANCHOR_CHUNKS)
+        ]
         return float(np.percentile(chunks, 25))
 
     def measure(self, call: Call) -> Any:
@@ -267,9 +270,9 @@ class Meter:
         if calls:
             self.resolve(calls[0])
         for call in calls:
-            _time(call, s.warmup)
+            time_chunk(call, s.warmup)
         tallies = [_Tally() for _ in calls]
-        self._series: list[float] = []
+        self._series = []
         for r, n in enumerate(per_round):
             order = list(range(len(calls)))
             order = order[r % len(order) :] + order[: r % len(order)]
@@ -286,14 +289,14 @@ class Meter:
         for attempt in range(_MAX_RETRIES + 1):
             at = -1
             if ref is not None:
-                now = statistic(*_time(ref[0], s.reference_calls), self.resolve(ref[0]))
+                now = statistic(*time_chunk(ref[0], s.reference_calls), self.resolve(ref[0]))
                 off = abs(now / ref[1] - 1)
                 tally.drift = max(tally.drift, off)
                 if off > s.drift_threshold and attempt < _MAX_RETRIES:
                     continue
                 at = len(self._series)
                 self._series.append(now)
-            wall, cpu = _time(call, n)
+            wall, cpu = time_chunk(call, n)
             tally.rounds.append(Round(wall, cpu, 1.0, at))
             return
 

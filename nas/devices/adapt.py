@@ -137,16 +137,7 @@ def adapt_device(options: AdaptOptions, progress: PhaseProgress = quiet) -> dict
     predictor.fit(candidates, ms)
     predictor.device_ = device
     progress("fitting the few-shot predictor", 1, 1)
-    space_config = config.space.model_dump(mode="json")
-    path = predictor_path(options.runs_dir, options.device, space.name, space_config, "fewshot")
-    save_predictor(predictor, path)
-    return {
-        "device": options.device,
-        "predictor_file": str(path),
-        "references": predictor.inputs,
-        "samples": len(ms),
-        "expected_error": predictor.loo_,
-    }
+    return _save(options, predictor, config.space.model_dump(mode="json"))
 
 
 def _adapt_benchmark(options: AdaptOptions) -> dict[str, Any]:
@@ -161,13 +152,20 @@ def _adapt_benchmark(options: AdaptOptions) -> dict[str, Any]:
     candidates, ms = read_measurements(options.measurements, space)
     predictor.fit(candidates, ms)
     predictor.device_ = _named_device(options.device, RunConfig())
-    path = predictor_path(options.runs_dir, options.device, space.name, {}, "fewshot")
+    return _save(options, predictor, {})
+
+
+def _save(options: AdaptOptions, predictor: Any, space_config: dict[str, Any]) -> dict[str, Any]:
+    """Save the fitted predictor where searches look for it; the command's report."""
+    path = predictor_path(
+        options.runs_dir, options.device, predictor.space.name, space_config, "fewshot"
+    )
     save_predictor(predictor, path)
     return {
         "device": options.device,
         "predictor_file": str(path),
         "references": predictor.inputs,
-        "samples": len(ms),
+        "samples": len(predictor.samples_),
         "expected_error": predictor.loo_,
     }
 
