@@ -77,9 +77,7 @@ def old_pass(calls: list[Any]) -> np.ndarray:
 def row(name: str, a: np.ndarray, b: np.ndarray, spread: float | None) -> str:
     rho = spearmanr(a, b).statistic
     tail = f"{spread:>10.1%}" if spread is not None else f"{'':>10}"
-    return (
-        f"{name:<34}{within(a, b, 0.05):>9.1%}{within(a, b, 0.10):>9.1%}{rho:>10.4f}{tail}"
-    )
+    return f"{name:<34}{within(a, b, 0.05):>9.1%}{within(a, b, 0.10):>9.1%}{rho:>10.4f}{tail}"
 
 
 def figures(rounds: list[list[Round]], estimator: str, correct: bool) -> tuple[np.ndarray, float]:

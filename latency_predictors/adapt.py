@@ -25,7 +25,12 @@ from hwnas_base.errors import PredictorError
 from latency_predictors.deployment import Deployment
 from latency_predictors.device import Device
 from latency_predictors.fewshot import FewShotRegressor
-from latency_predictors.predictors import FlopsPredictor, LookupTablePredictor, accuracy_report
+from latency_predictors.predictors import (
+    FlopsPredictor,
+    LookupTablePredictor,
+    accuracy_report,
+    read_record,
+)
 from latency_predictors.table import load_table
 
 
@@ -255,3 +260,27 @@ class BenchmarkAdaptedPredictor:
             "samples": [list(s) for s in self.samples_],
             "leave_one_out": self.loo_,
         }
+
+
+def load_adapted(path: Path, space: Any, deployment: Deployment) -> Any:
+    """A few-shot predictor saved by `nas latency adapt`, refitted from its samples; reads only
+    JSON (`latency_predictors.predictors.read_record` checks the format and version).
+
+    Raises:
+        PredictorError: the file is missing, not a few-shot predictor file, or its reference
+            tables are gone or no longer fit.
+    """
+    from hwnas_base.errors import TableError
+
+    record = read_record(Path(path))
+    if record["kind"] != "fewshot":
+        raise PredictorError(f"{path}: a {record['kind']} predictor, not a few-shot one")
+    try:
+        predictor = AdaptedPredictor.from_fitted(record["fitted"], space, deployment)
+        device = record.get("device")
+        predictor.device_ = Device.from_dict(device) if device else None
+    except (KeyError, TypeError, ValueError, TableError) as e:
+        raise PredictorError(
+            f"{path}: malformed few-shot predictor ({type(e).__name__}: {e})"
+        ) from None
+    return predictor

@@ -55,9 +55,7 @@ class HostCalibration:
     samples: list[tuple[str, float]]
 
 
-def write_calibration(
-    table: LatencyTable, device: Device, samples: list[dict[str, Any]]
-) -> Path:
+def write_calibration(table: LatencyTable, device: Device, samples: list[dict[str, Any]]) -> Path:
     """Store `samples` (candidate, p50_ms, spread) measured here as the table's calibration
     for this host; atomically, replacing an earlier one for this host."""
     host = host_identity()

@@ -316,7 +316,7 @@ def save_predictor(predictor: Any, path: Path) -> Path:
     return path
 
 
-def _read_record(path: Path) -> dict[str, Any]:
+def read_record(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise PredictorError(f"no fitted predictor at {path}")
     try:
@@ -361,7 +361,7 @@ def load_predictor(path: Path, space: Any, deployment: Deployment) -> Any:
     Raises:
         PredictorError: the file is missing, not a predictor file, or damaged.
     """
-    record = _read_record(path)
+    record = read_record(path)
     fitted = record.get("fitted") or {}
     predictor: Any
     try:
@@ -372,9 +372,9 @@ def load_predictor(path: Path, space: Any, deployment: Deployment) -> Any:
             predictor.residual_rel_std_ = float(fitted["residual_rel_std"])
             predictor.n_fit_ = int(fitted["n_fit"])
         elif record["kind"] == "fewshot":
-            from latency_predictors.adapt import AdaptedPredictor
-
-            predictor = AdaptedPredictor.from_fitted(fitted, space, deployment)
+            raise PredictorError(
+                f"{path}: a few-shot predictor; load it with latency_predictors.adapt.load_adapted"
+            )
         elif record["kind"] == "flops":
             predictor = FlopsPredictor(space, deployment)
             predictor.k_ = float(fitted["k"])
@@ -386,7 +386,7 @@ def load_predictor(path: Path, space: Any, deployment: Deployment) -> Any:
             predictor.models_ = _load_models(path.with_name(str(fitted["models_file"])))
         device = record.get("device")
         predictor.device_ = Device.from_dict(device) if device else None
-    except (KeyError, TypeError, ValueError, TableError) as e:
+    except (KeyError, TypeError, ValueError) as e:
         raise PredictorError(
             f"{path}: malformed predictor file ({type(e).__name__}: {e})"
         ) from None

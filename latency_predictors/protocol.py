@@ -36,6 +36,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from latency_predictors.backends.base import LatencyResult, summarize
 from latency_predictors.device import Device
 
 ESTIMATORS = ("auto", "median", "p10", "min", "mean", "cpu")
@@ -257,11 +258,11 @@ class Meter:
         ]
         return float(np.percentile(chunks, 25))
 
-    def measure(self, call: Call) -> Any:
+    def measure(self, call: Call) -> LatencyResult:
         """One model's `LatencyResult`."""
         return self.measure_many([call])[0]
 
-    def measure_many(self, calls: Sequence[Call]) -> list[Any]:
+    def measure_many(self, calls: Sequence[Call]) -> list[LatencyResult]:
         """`LatencyResult` of each model, all timed in the same interleaved rounds. The raw
         rounds stay in `last_rounds` (one list per model) for whoever compares estimators."""
         s = self.settings
@@ -310,9 +311,7 @@ class Meter:
                 near = series[max(0, r.reference_at - _WINDOW) : r.reference_at + _WINDOW + 1]
                 r.factor = anchor / float(np.median(near))
 
-    def _result(self, tally: _Tally) -> Any:
-        from latency_predictors.backends.base import summarize
-
+    def _result(self, tally: _Tally) -> LatencyResult:
         estimator = self.estimator or "median"
         value, spread = combine(tally.rounds, estimator)
         cpu = estimator == "cpu"

@@ -215,9 +215,7 @@ def adapt_device(options: AdaptOptions, progress: PhaseProgress = quiet) -> dict
     return _adapt_device(options, progress)
 
 
-def calibrate_table(
-    options: CalibrateOptions, progress: PhaseProgress = quiet
-) -> dict[str, Any]:
+def calibrate_table(options: CalibrateOptions, progress: PhaseProgress = quiet) -> dict[str, Any]:
     """Time a few whole models here and store them as a table's calibration for this host."""
     return _calibrate_table(options, progress)
 

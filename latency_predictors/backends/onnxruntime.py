@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 
 from latency_predictors.backends.base import (
-    MeteredBackend,
     Runner,
     check_settings,
     is_quantized,
 )
+from latency_predictors.backends.metered import MeteredBackend
 from latency_predictors.device import Device, cpu_description
 from latency_predictors.protocol import AnchorStore, Call, Meter, ProtocolSettings
 from latency_predictors.quantize import quantize_for_timing

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from latency_predictors.adapt import load_adapted
 from latency_predictors.backends import LatencyBackend
 from latency_predictors.device import Device
 from latency_predictors.devices import BUILTIN_DEVICES, measurement_backend, precision_device
@@ -152,7 +153,8 @@ def _predicted_latency(
                 f"no fitted {kind} predictor for {lat.device} and this space at {path}; fit "
                 f"one with `nas latency {how} --device {lat.device} --config CONFIG`"
             )
-        predictor = load_predictor(path, space, config.deployment.target())
+        load = load_adapted if kind == "fewshot" else load_predictor
+        predictor = load(path, space, config.deployment.target())
         # The identity the predictor was fitted for, saved by `nas latency evaluate`/`adapt`.
         device = predictor.device_ or _unknown_device(lat.device, config)
         description = f"predicted by the {kind} predictor {path}"

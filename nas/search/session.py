@@ -46,6 +46,7 @@ BACKENDS = ("local", "ray")
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class SearchOptions:
     """What `nas search` asks for.

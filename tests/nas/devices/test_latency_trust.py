@@ -162,8 +162,8 @@ NB201 = Path(__file__).resolve().parents[4] / "shared" / "bench" / "nb201" / "nb
 def test_adapt_a_held_out_nb201_device(tmp_path: Path) -> None:
     import pandas as pd
 
+    from latency_predictors.adapt import load_adapted
     from latency_predictors.deployment import Deployment
-    from latency_predictors.predictors import load_predictor
 
     table = pd.read_csv(NB201, nrows=1900)
     picked = table.iloc[np.random.default_rng(0).choice(900, 10, replace=False)]
@@ -180,7 +180,7 @@ def test_adapt_a_held_out_nb201_device(tmp_path: Path) -> None:
     assert "samsung_s7" not in proc.stdout.split("inputs")[1].split("expected")[0]
     (path,) = (runs / "predictors" / "samsung_s7").glob("*-fewshot.json")
     space = get_space("nb201")
-    predictor = load_predictor(path, space, Deployment(1, 3, 10))
+    predictor = load_adapted(path, space, Deployment(1, 3, 10))
     held_out = table.iloc[900:1900]
     pred = predictor.predict([space.decode(a) for a in held_out["arch_str"]])
     flops = [space.flops(space.decode(a)) for a in held_out["arch_str"]]
