@@ -148,10 +148,14 @@ def _predicted_latency(
         kind = lat.predictor
         path = predictor_path(runs_dir, lat.device, space.name, space_config, kind)
         if not path.is_file():
-            how = "evaluate --predictor gbm" if kind == "gbm" else "adapt --measurements CSV"
+            how = (
+                f"evaluate --device {lat.device} --predictor gbm"
+                if kind == "gbm"
+                else f"adapt --device {lat.device} --measurements CSV"
+            )
             raise PredictorError(
                 f"no fitted {kind} predictor for {lat.device} and this space at {path}; fit "
-                f"one with `nas latency {how} --device {lat.device} --config CONFIG`"
+                f"one with `nas latency {how} --config CONFIG`"
             )
         load = load_adapted if kind == "fewshot" else load_predictor
         predictor = load(path, space, config.deployment.target())
