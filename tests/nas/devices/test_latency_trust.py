@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -107,27 +108,35 @@ def _measurements(small_table: Path, path: Path, n: int = 6) -> Path:
     return path
 
 
-@pytest.mark.parametrize(
-    ("edit", "message"),
-    [
-        (lambda rows: rows[:3], "2 rows; a few-shot fit needs at least 3"),
-        (lambda rows: [*rows[:2], "not-a-candidate,1.0", *rows[3:]], "row 3: 'not-a-candidate'"),
-        (lambda rows: [*rows[:2], rows[2].split(",")[0] + ",-1", *rows[3:]], "row 3: latency_ms"),
-        (lambda rows: [*rows[:2], rows[2].split(",")[0] + ",nan", *rows[3:]], "must be a positive"),
-    ],
-)
-def test_adapt_refuses_bad_measurements(
-    edit, message: str, small_table: Path, tmp_path: Path, write_config
-) -> None:
+BAD_ROWS = [
+    (lambda rows: rows[:3], "2 rows; a few-shot fit needs at least 3"),
+    (lambda rows: [*rows[:2], "not-a-candidate,1.0", *rows[3:]], "row 3: 'not-a-candidate'"),
+    (lambda rows: [*rows[:2], rows[2].split(",")[0] + ",-1", *rows[3:]], "row 3: latency_ms"),
+    (lambda rows: [*rows[:2], rows[2].split(",")[0] + ",nan", *rows[3:]], "must be a positive"),
+    (lambda rows: [*rows[:4], rows[2]], "row 5 repeats the candidate of row 3"),
+    (lambda rows: ["candidate,ms", *rows[1:]], "missing columns ['latency_ms']"),
+]
+
+
+def test_adapt_refuses_bad_measurements(small_table: Path, tmp_path: Path, write_config) -> None:
+    from latency_predictors.adapt import read_measurements
+    from nas.errors import PredictorError
+
+    space, _ = _space_and_deployment()
     rows = _measurements(small_table, tmp_path / "m.csv").read_text().splitlines()
     bad = tmp_path / "bad.csv"
-    bad.write_text("\n".join(edit(rows)) + "\n")
+    for edit, message in BAD_ROWS:
+        bad.write_text("\n".join(edit(rows)) + "\n")
+        with pytest.raises(PredictorError, match=re.escape(message)):
+            read_measurements(bad, space)
+    # and through the CLI: one line, exit code 2, no predictor written
+    bad.write_text("\n".join(BAD_ROWS[1][0](rows)) + "\n")
     runs = tmp_path / "runs"
     proc = run_cli(
         "latency", "adapt", "--device", "board-x", "--measurements", bad,
         "--reference", small_table, "--config", write_config(), "--runs-dir", runs,
     )  # fmt: skip
-    assert message in _one_error_line(proc)
+    assert "row 3: 'not-a-candidate'" in _one_error_line(proc)
     assert not (runs / "predictors").exists()
 
 
