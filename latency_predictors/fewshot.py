@@ -259,6 +259,10 @@ class FewShotPredictor:
         self.model_: FewShotRegressor | None = None
         self._regressor = regressor
 
+    def features(self, candidates: Sequence[Any]) -> np.ndarray:
+        """The regressor's input rows of `candidates`: reference latencies, then FLOPs."""
+        return np.asarray(self._inputs[self._rows(candidates)])
+
     def _rows(self, candidates: Sequence[Any]) -> np.ndarray:
         try:
             return np.array([self._row[str(c)] for c in candidates], dtype=np.int64)
