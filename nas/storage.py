@@ -173,10 +173,52 @@ def heartbeat(
         thread.join()
 
 
+class NoStudyYet(RunError):
+    """The run's search has not created its study yet (it is queued or starting)."""
+
+
+def _sqlite_holds(path: Path, name: str) -> bool | None:
+    """Whether the SQLite file at `path` holds study `name`, read without creating anything;
+    None when the file is busy and cannot say."""
+    import sqlite3
+
+    if not path.is_file():
+        return False
+    try:
+        with contextlib.closing(
+            sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+        ) as db:
+            row = db.execute("SELECT 1 FROM studies WHERE study_name = ?", (name,)).fetchone()
+    except sqlite3.OperationalError as e:
+        return None if "locked" in str(e) else False  # no tables yet: the search is starting
+    return row is not None
+
+
 def load_study(run: Run) -> optuna.Study:
-    """The run's study, read from its storage."""
+    """The run's study, read from its storage.
+
+    A reader must not race the search that is creating the study: opening an Optuna storage
+    creates its tables, and two processes creating them at once fail one of them. So a run's
+    own SQLite file is looked at read-only first.
+
+    Raises:
+        NoStudyYet: the search has not created the study yet.
+    """
+    import sqlalchemy.exc
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.load_study(study_name=run.config().name, storage=run.storage_url)
+    name = run.config().name
+    not_yet = NoStudyYet(f"run {run.root.name} has no study yet: its search is queued or starting")
+    url = run.storage_url
+    local = url.startswith("sqlite:///")
+    if local and _sqlite_holds(Path(url.removeprefix("sqlite:///")), name) is False:
+        raise not_yet
+    try:
+        return optuna.load_study(study_name=name, storage=driver_url(url))
+    except KeyError:  # Optuna's "Record does not exist."
+        raise not_yet from None
+    except sqlalchemy.exc.IntegrityError:  # a shared database's tables being created right now
+        raise not_yet from None
 
 
 def find_trial(study: optuna.Study, *, number: int | None, candidate: str | None) -> FrozenTrial:

@@ -15,8 +15,11 @@ is exact however many workers there are.
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +59,36 @@ from nas.search.study import (
 from nas.storage import fail_stale, heartbeat, is_active, is_finished
 
 log = logging.getLogger("nas.search")
+
+
+@contextmanager
+def interrupt_requested() -> Iterator[threading.Event]:
+    """An event that Ctrl-C (SIGINT, also how the service cancels a search) sets, besides
+    raising KeyboardInterrupt as usual.
+
+    Python drops an exception raised while a weakref callback or ``__del__`` runs ("Exception
+    ignored in ..."), and SQLAlchemy and torch run many of those, so a signal can land where its
+    KeyboardInterrupt is lost. The loop looks at the event between trials, so the request is
+    never lost. Outside the main thread, or where SIGINT is ignored, nothing changes.
+    """
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.SIG_IGN or previous is None:
+        yield requested
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        requested.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield requested
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @dataclass
@@ -181,11 +214,27 @@ class SearchLoop:
                 log.warning("%d interrupted trial(s) marked failed and queued again", recovered)
         self._enqueue_seeds()
         known = self._known()
-        done = self.finished()
+        self.reporter.start(self.finished(), n_trials)
+        with interrupt_requested() as interrupted:
+            done, timed_out = self._loop(n_trials, timeout, start, known, interrupted)
+        front_size = self._write_outputs(plot=True)
+        self._check_any_completed()
+        return SearchSummary(done, n_trials, front_size, timed_out, time.monotonic() - start)
+
+    def _loop(
+        self,
+        n_trials: int,
+        timeout: float | None,
+        start: float,
+        known: dict[str, FrozenTrial],
+        interrupted: threading.Event,
+    ) -> tuple[int, bool]:
+        """Ask, evaluate and tell until the target; (finished trials, whether timed out)."""
         timed_out = False
-        self.reporter.start(done, n_trials)
         try:
             while True:
+                if interrupted.is_set():  # a KeyboardInterrupt that Python dropped
+                    raise KeyboardInterrupt
                 done, waiting = self._places(n_trials)
                 if done >= n_trials:
                     break
@@ -214,9 +263,7 @@ class SearchLoop:
             raise SearchError(f"search interrupted; resume with: {self.resume_hint}") from None
         finally:
             self.reporter.stop()
-        front_size = self._write_outputs(plot=True)
-        self._check_any_completed()
-        return SearchSummary(done, n_trials, front_size, timed_out, time.monotonic() - start)
+        return done, timed_out
 
     def _places(self, n_trials: int) -> tuple[int, bool]:
         """(finished trials, whether the rest of the target is held by running peers)."""

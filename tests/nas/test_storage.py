@@ -13,12 +13,14 @@ from nas.errors import ConfigError, RunError
 from nas.run import Run
 from nas.storage import (
     INTERRUPTED,
+    NoStudyYet,
     check_storage,
     driver_url,
     fail_interrupted,
     fail_stale,
     heartbeat,
     is_finished,
+    load_study,
     open_storage,
     redact,
 )
@@ -56,6 +58,26 @@ def test_run_uses_the_shared_storage(tmp_path: Path) -> None:
     run.config_path.write_text(yaml.safe_dump(config))
     assert run.storage_url == url
     assert Run.open(run.root) == run  # no study.db in the folder: the study is elsewhere
+
+
+def test_reading_a_starting_run_neither_races_nor_creates_its_study(tmp_path: Path) -> None:
+    """A reader (the service, a report) that looks while the search is still creating its
+    study gets one clear error, and writes nothing into the file the search is creating."""
+    run = Run(tmp_path / "small")
+    run.root.mkdir()
+    run.config_path.write_text(yaml.safe_dump(SMALL_CONFIG))
+    message = "run small has no study yet: its search is queued or starting"
+    with pytest.raises(NoStudyYet, match=message):
+        load_study(run)  # no file yet
+    run.study_path.touch()  # the search has just created the file
+    with pytest.raises(NoStudyYet, match=message):
+        load_study(run)
+    assert run.study_path.stat().st_size == 0  # no tables created by the reader
+    storage = open_storage(run.storage_url)  # the search's tables, then its study
+    with pytest.raises(NoStudyYet, match=message):
+        load_study(run)
+    optuna.create_study(storage=storage, study_name="small", directions=["maximize", "minimize"])
+    assert load_study(run).study_name == "small"
 
 
 def test_unopenable_storage_is_one_line(tmp_path: Path) -> None:

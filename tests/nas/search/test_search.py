@@ -216,6 +216,40 @@ def test_ctrl_c_stops_cleanly_with_a_resume_hint(tmp_path: Path) -> None:
     _rerun_and_check_exact_resume(config, runs, _completed(runs), stopped[0].number)
 
 
+class DroppedCtrlCEvaluator(Evaluator):
+    """The real evaluator; the first trial takes a Ctrl-C where Python drops its
+    KeyboardInterrupt ("Exception ignored in ..."): inside a ``__del__``, as SQLAlchemy's
+    weakref callbacks in a real search do."""
+
+    calls = 0
+
+    def __call__(self, candidate, **kwargs):
+        type(self).calls += 1
+        if type(self).calls == 1:
+
+            class Finalized:
+                def __del__(self) -> None:
+                    os.kill(os.getpid(), signal.SIGINT)
+                    for _ in range(1000):  # let the handler run here, inside __del__
+                        pass
+
+            Finalized()
+        return super().__call__(candidate, **kwargs)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_dropped_ctrl_c_still_stops_the_search_after_its_trial(
+    write_config, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr("nas.search.session.Evaluator", DroppedCtrlCEvaluator)
+    cfg = write_config({"search": {"n_trials": 3}})
+    with pytest.raises(SearchError, match="search interrupted; resume with"):
+        api.search(api.SearchOptions(config=cfg, runs_dir=tmp_path / "runs"))
+    assert DroppedCtrlCEvaluator.calls == 1
+    assert [t.state.name for t in _study(tmp_path / "runs" / "small").trials] == ["COMPLETE"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_second_search_on_a_busy_run_is_refused(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text(
