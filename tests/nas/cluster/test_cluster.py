@@ -22,10 +22,10 @@ from typing import Any
 import optuna
 import pandas as pd
 import pytest
-import sqlalchemy.exc
 import yaml
 
-from nas.storage import is_finished
+from nas.run import Run
+from nas.storage import NoStudyYet, is_finished, load_study
 from tests.conftest import REPO, SMALL_CONFIG, deep_update, run_cli
 from tests.services import Postgres, RayCluster, netns_available, wait_for
 
@@ -80,21 +80,14 @@ def study_of(run_dir: Path, storage: str | None = None) -> optuna.Study:
     )
 
 
-# What reading a study that another process is creating can meet: no file yet, a file without
-# the study in it yet (optuna: ValueError), or tables still being written (sqlite).
-NOT_READY = (ValueError, KeyError, sqlalchemy.exc.OperationalError)
-
-
 def states(run_dir: Path) -> list[str]:
-    """Trial states of a run whose study may not exist yet (then none).
-
-    The database file is looked for first: opening a missing SQLite file would create it.
-    """
-    if not (run_dir / "study.db").is_file():
+    """Trial states of a run whose study may not exist yet (then none), read as the service
+    reads a run: without racing the search that is creating the study (`load_study`)."""
+    if not (run_dir / "config.yaml").is_file():
         return []
     try:
-        return [t.state.name for t in study_of(run_dir).get_trials()]
-    except NOT_READY:
+        return [t.state.name for t in load_study(Run(run_dir)).get_trials()]
+    except NoStudyYet:
         return []
 
 
@@ -166,6 +159,7 @@ def test_cluster_places_latency_on_the_device_node(tmp_path: Path, cluster: RayC
     assert trained == set(nodes), "both nodes should have trained candidates"
 
 
+@pytest.mark.slow  # a node's death is noticed after Ray's health-check period
 def test_killing_a_worker_node_loses_and_duplicates_nothing(
     tmp_path: Path, cluster: RayCluster
 ) -> None:

@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import pytest
 
-from nas.storage import is_finished
+from nas.run import Run
+from nas.storage import NoStudyYet, is_finished, load_study
 from tests.nas.service.conftest import Served, follow_events, search_config, start_service
 from tests.services import wait_for
 
@@ -33,10 +35,13 @@ def _job_pid(runs: Path) -> int:
 
 
 def _states(runs: Path) -> list[str]:
-    """Trial states; none while the study file is missing (opening it would create it)."""
-    if not (runs / "restart" / "study.db").is_file():
+    """Trial states; none until the search has created its study (read without racing it)."""
+    if not (runs / "restart" / "config.yaml").is_file():
         return []
-    return [t.state.name for t in _study(runs).get_trials()]
+    try:
+        return [t.state.name for t in load_study(Run(runs / "restart")).get_trials()]
+    except NoStudyYet:
+        return []
 
 
 def _mid_search(runs: Path) -> Served:
@@ -89,6 +94,7 @@ def test_kill_9_in_the_middle_then_start_again(tmp_path: Path) -> None:
     assert log.count("4/4 trials finished") == 1
 
 
+@pytest.mark.slow  # the kill -9 test covers a restart; this adds the search's death
 def test_service_and_search_killed_together_resume_from_the_study(tmp_path: Path) -> None:
     """As if the machine had gone away: the search's process dies with the service, so the
     restarted service queues the search again and it goes on from its study."""
