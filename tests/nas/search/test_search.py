@@ -254,7 +254,7 @@ def test_second_search_on_a_busy_run_is_refused(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text(
         yaml.safe_dump(
-            deep_update(SMALL_CONFIG, {"search": {"n_trials": 12}, "training": {"epochs": 3}})
+            deep_update(SMALL_CONFIG, {"search": {"n_trials": 6}, "training": {"epochs": 3}})
         )
     )
     runs = tmp_path / "runs"

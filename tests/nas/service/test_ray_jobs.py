@@ -12,12 +12,14 @@ import sys
 from pathlib import Path
 
 import optuna
+import pytest
 
 from nas.storage import is_finished
 from tests.conftest import REPO
 from tests.services import RayCluster
 
 
+@pytest.mark.slow  # minutes: a Ray job's runtime and driver start on the cluster
 def test_a_search_runs_as_a_ray_job_on_the_cluster(cluster: RayCluster, tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     proc = subprocess.run(

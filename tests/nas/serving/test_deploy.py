@@ -423,6 +423,7 @@ def test_a_worse_candidate_is_rolled_back_with_the_reason(deployed, exported, di
     assert len(rollback) == 1 and rollback[0]["reason"].startswith("rolled back at ")
 
 
+@pytest.mark.slow  # every ramp step waits out its window; the rollback test covers the ramp
 def test_an_a_a_ramp_is_promoted_step_by_step(deployed, exported, digits_png, tmp_path):
     status = _ramp(
         deployed,
