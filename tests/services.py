@@ -40,6 +40,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def interruptible() -> None:
+    """A child's SIGINT as a terminal gives it: handled, not blocked, whatever this test
+    process inherited or a library in it set (a `preexec_fn` for Popen)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def wait_for(
     predicate,
     timeout: float,

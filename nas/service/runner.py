@@ -10,6 +10,7 @@ the trial in progress is marked interrupted and is run again on resume.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m nas.service.runner JOB_FOLDER", file=sys.stderr)
         return 2
     folder = Path(args[0])
+    # SIGINT is how the service cancels a job; a service started where SIGINT is ignored (in
+    # the background of a script, say) must not pass that on, or no job could be cancelled.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     spec = json.loads((folder / SPEC).read_text(encoding="utf-8"))
     code = 0
     try:

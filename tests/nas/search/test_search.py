@@ -19,7 +19,7 @@ from nas import api
 from nas.errors import RunError, SearchError
 from nas.evaluate.evaluator import Evaluator
 from tests.conftest import REPO, SMALL_CONFIG, deep_update
-from tests.services import wait_for
+from tests.services import interruptible, wait_for
 
 
 def _study(run_dir: Path, name: str = "small") -> optuna.Study:
@@ -120,6 +120,7 @@ def _spawn(config: Path, runs: Path, *extra: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        preexec_fn=interruptible,  # Ctrl-C as a terminal sends it
     )
 
 
@@ -239,9 +240,13 @@ class DroppedCtrlCEvaluator(Evaluator):
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_dropped_ctrl_c_still_stops_the_search_after_its_trial(
-    write_config, tmp_path: Path, monkeypatch
+    write_config, tmp_path: Path, monkeypatch, request
 ) -> None:
     monkeypatch.setattr("nas.search.session.Evaluator", DroppedCtrlCEvaluator)
+    # Ctrl-C handled as in a terminal, whatever an earlier test or library left set here.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     cfg = write_config({"search": {"n_trials": 3}})
     with pytest.raises(SearchError, match="search interrupted; resume with"):
         api.search(api.SearchOptions(config=cfg, runs_dir=tmp_path / "runs"))
