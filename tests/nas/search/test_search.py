@@ -217,42 +217,54 @@ def test_ctrl_c_stops_cleanly_with_a_resume_hint(tmp_path: Path) -> None:
     _rerun_and_check_exact_resume(config, runs, _completed(runs), stopped[0].number)
 
 
-class DroppedCtrlCEvaluator(Evaluator):
-    """The real evaluator; the first trial takes a Ctrl-C where Python drops its
-    KeyboardInterrupt ("Exception ignored in ..."): inside a ``__del__``, as SQLAlchemy's
-    weakref callbacks in a real search do."""
+# A search in a fresh interpreter whose first trial takes a Ctrl-C where Python drops its
+# KeyboardInterrupt ("Exception ignored in ..."): inside a ``__del__``, as SQLAlchemy's weakref
+# callbacks in a real search do. Run apart from the test process, whose signal state earlier
+# tests and libraries have changed.
+DROPPED_CTRL_C = """
+import os, signal, sys
+import nas.search.session as session
+from nas import api
+from nas.errors import SearchError
 
-    calls = 0
+class Finalized:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):  # let the handler run here, inside __del__
+            pass
 
+calls = []
+
+class Dropping(session.Evaluator):
     def __call__(self, candidate, **kwargs):
-        type(self).calls += 1
-        if type(self).calls == 1:
-
-            class Finalized:
-                def __del__(self) -> None:
-                    os.kill(os.getpid(), signal.SIGINT)
-                    for _ in range(1000):  # let the handler run here, inside __del__
-                        pass
-
+        calls.append(1)
+        if len(calls) == 1:
             Finalized()
         return super().__call__(candidate, **kwargs)
 
+session.Evaluator = Dropping
+try:
+    api.search(api.SearchOptions(config=sys.argv[1], runs_dir=sys.argv[2]))
+except SearchError as e:
+    print("stopped:", e, "after", len(calls))
+    sys.exit(3)
+print("ran to the end after", len(calls))
+"""
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-def test_a_dropped_ctrl_c_still_stops_the_search_after_its_trial(
-    write_config, tmp_path: Path, monkeypatch, request
-) -> None:
-    monkeypatch.setattr("nas.search.session.Evaluator", DroppedCtrlCEvaluator)
-    # Ctrl-C handled as in a terminal, whatever an earlier test or library left set here.
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
+
+def test_a_dropped_ctrl_c_still_stops_the_search_after_its_trial(write_config, tmp_path: Path):
     cfg = write_config({"search": {"n_trials": 3}})
-    with pytest.raises(SearchError, match="search interrupted; resume with"):
-        api.search(api.SearchOptions(config=cfg, runs_dir=tmp_path / "runs"))
-    assert DroppedCtrlCEvaluator.calls == 1
-    assert [t.state.name for t in _study(tmp_path / "runs" / "small").trials] == ["COMPLETE"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    runs = tmp_path / "runs"
+    proc = subprocess.run(
+        [sys.executable, "-c", DROPPED_CTRL_C, str(cfg), str(runs)],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"}, preexec_fn=interruptible,
+    )  # fmt: skip
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "stopped: search interrupted; resume with" in proc.stdout
+    assert proc.stdout.strip().endswith("after 1")
+    assert "Exception ignored in" in proc.stderr  # Python did drop the KeyboardInterrupt
+    assert [t.state.name for t in _study(runs / "small").trials] == ["COMPLETE"]
 
 
 def test_second_search_on_a_busy_run_is_refused(tmp_path: Path) -> None:
