@@ -47,6 +47,20 @@ def interruptible() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
+def trial_states(run_dir: Path) -> list[str]:
+    """Trial states of a run whose search may still be creating its study (then none), read
+    as the service reads a run: without racing that creation (`nas.storage.load_study`)."""
+    from nas.run import Run
+    from nas.storage import NoStudyYet, load_study
+
+    if not (run_dir / "config.yaml").is_file():
+        return []
+    try:
+        return [t.state.name for t in load_study(Run(run_dir)).get_trials()]
+    except NoStudyYet:
+        return []
+
+
 def wait_for(
     predicate,
     timeout: float,

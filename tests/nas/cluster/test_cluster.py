@@ -24,10 +24,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from nas.run import Run
-from nas.storage import NoStudyYet, is_finished, load_study
+from nas.storage import is_finished
 from tests.conftest import REPO, SMALL_CONFIG, deep_update, run_cli
-from tests.services import Postgres, RayCluster, netns_available, wait_for
+from tests.services import Postgres, RayCluster, netns_available, trial_states, wait_for
 
 pytestmark = [
     pytest.mark.skipif(not netns_available(), reason="the cluster tests need root and `ip netns`"),
@@ -78,17 +77,6 @@ def study_of(run_dir: Path, storage: str | None = None) -> optuna.Study:
     return optuna.load_study(
         study_name=None, storage=storage or f"sqlite:///{run_dir / 'study.db'}"
     )
-
-
-def states(run_dir: Path) -> list[str]:
-    """Trial states of a run whose study may not exist yet (then none), read as the service
-    reads a run: without racing the search that is creating the study (`load_study`)."""
-    if not (run_dir / "config.yaml").is_file():
-        return []
-    try:
-        return [t.state.name for t in load_study(Run(run_dir)).get_trials()]
-    except NoStudyYet:
-        return []
 
 
 def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -200,7 +188,7 @@ def test_killed_driver_resumes_with_the_exact_count(tmp_path: Path, cluster: Ray
     )
     run = runs / "driverkill"
     try:
-        wait_for(lambda: "COMPLETE" in states(run), 300, "a first completed trial")
+        wait_for(lambda: "COMPLETE" in trial_states(run), 300, "a first completed trial")
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait(timeout=30)
     finally:

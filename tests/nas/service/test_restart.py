@@ -13,10 +13,9 @@ from typing import Any
 import optuna
 import pytest
 
-from nas.run import Run
-from nas.storage import NoStudyYet, is_finished, load_study
+from nas.storage import is_finished
 from tests.nas.service.conftest import Served, follow_events, search_config, start_service
-from tests.services import wait_for
+from tests.services import trial_states, wait_for
 
 LONG = {"data": {"train_size": 1400}, "training": {"epochs": 4}, "search": {"n_trials": 4}}
 
@@ -34,16 +33,6 @@ def _job_pid(runs: Path) -> int:
     return int(pid)
 
 
-def _states(runs: Path) -> list[str]:
-    """Trial states; none until the search has created its study (read without racing it)."""
-    if not (runs / "restart" / "config.yaml").is_file():
-        return []
-    try:
-        return [t.state.name for t in load_study(Run(runs / "restart")).get_trials()]
-    except NoStudyYet:
-        return []
-
-
 def _mid_search(runs: Path) -> Served:
     """A service running the 4-trial search, returned once one trial has finished and the
     next is running; the caller kills it."""
@@ -53,7 +42,9 @@ def _mid_search(runs: Path) -> Served:
         response = client.post("/api/searches", json=body)
         assert response.status_code == 201, response.text
     wait_for(
-        lambda: "COMPLETE" in _states(runs) and _states(runs)[-1] == "RUNNING",
+        lambda: (
+            "COMPLETE" in (states := trial_states(runs / "restart")) and states[-1] == "RUNNING"
+        ),
         300,
         "a finished trial and the next one running",
         tolerate=(ValueError, KeyError),
