@@ -9,7 +9,7 @@ is prepared (`nas.search.session.check_seeds`), not on every parse.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -25,6 +25,7 @@ from latency_predictors.deployment import Deployment
 from latency_predictors.protocol import ProtocolSettings
 from nas.errors import ConfigError
 from search_spaces.efficientnet.config import EfficientNetSpaceConfig
+from search_spaces.nb201.config import NB201SpaceConfig
 
 RUN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
@@ -299,8 +300,32 @@ class CompressionConfig(StrictModel):
         return self.pruning.enabled or self.quantization.enabled
 
 
+class EHVIConfig(StrictModel):
+    """The ehvi sampler: expected hypervolume improvement over a pool of candidates whose
+    latency is known before training (see `nas.search.ehvi`)."""
+
+    n_startup_trials: int = Field(10, ge=1, description="random trials before modelling")
+    pool_size: int = Field(
+        4096,
+        ge=16,
+        description="candidates scored per trial when the space is too large to score all of it",
+    )
+    refit_every: int = Field(5, ge=1, description="trials between surrogate kernel refits")
+    latency: Literal["auto", "known", "modelled"] = Field(
+        "auto",
+        description="known: pool latency from the device's table or predictor (or the "
+        "benchmark table) before training; modelled: learned from the trials like accuracy, "
+        "for when latency is not free; auto: known where a table, predictor or benchmark "
+        "gives it, else modelled",
+    )
+
+
 class SearchConfig(StrictModel):
-    sampler: Literal["nsga2", "tpe", "random"] = "nsga2"
+    sampler: Literal["nsga2", "tpe", "random", "gp", "ehvi"] = Field(
+        "nsga2",
+        description="nsga2, tpe (multivariate), random, gp (Optuna's GPSampler), ehvi (ours: "
+        "latency-aware expected hypervolume improvement)",
+    )
     n_trials: int = Field(12, ge=1)
     timeout: float | None = Field(None, gt=0, description="seconds; no new trial after this")
     population_size: int = Field(8, ge=2, description="nsga2: generation size")
@@ -312,6 +337,23 @@ class SearchConfig(StrictModel):
         "compression, ARCH|p0.25_int8 fixes the compression too",
     )
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    ehvi: EHVIConfig = Field(default_factory=EHVIConfig)
+
+
+class BenchmarkConfig(StrictModel):
+    """Tabular mode: candidates are scored by looking them up in a table of (candidate string,
+    accuracy, latency) rows instead of training and measuring; NAS-Bench-201's table is
+    ``../shared/bench/nb201/nb201.csv.gz``."""
+
+    table: Path = Field(description="CSV (optionally .gz) with one row per candidate")
+    candidate: str = Field("arch_str", min_length=1, description="column of candidate strings")
+    accuracy: str = Field(
+        "CIFAR10_test_acc", min_length=1, description="column of accuracies to maximise"
+    )
+    latency: str = Field(min_length=1, description="column of latencies in ms (the device)")
+    accuracy_unit: Literal["percent", "fraction"] = Field(
+        "percent", description="percent: 0-100 in the table, stored as a fraction"
+    )
 
 
 STORAGE_SCHEMES = ("sqlite:///", "postgresql://", "postgresql+psycopg://")
@@ -363,10 +405,13 @@ class ClusterConfig(StrictModel):
         return self
 
 
+SpaceConfig = Annotated[EfficientNetSpaceConfig | NB201SpaceConfig, Field(discriminator="name")]
+
+
 class RunConfig(StrictModel):
     name: str = Field("run", pattern=RUN_NAME_PATTERN)
     seed: int = Field(0, ge=0)
-    space: EfficientNetSpaceConfig = Field(default_factory=EfficientNetSpaceConfig)
+    space: SpaceConfig = Field(default_factory=EfficientNetSpaceConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
@@ -374,6 +419,34 @@ class RunConfig(StrictModel):
     search: SearchConfig = Field(default_factory=SearchConfig)
     compression: CompressionConfig = Field(default_factory=CompressionConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    benchmark: BenchmarkConfig | None = Field(
+        None, description="tabular mode: score candidates from a table (no training, no timing)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _space_defaults_to_efficientnet(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and isinstance(raw.get("space"), dict):
+            space = raw["space"]
+            if "name" not in space:
+                raw = {**raw, "space": {"name": "efficientnet", **space}}
+        return raw
+
+    @model_validator(mode="after")
+    def _tabular_has_nothing_to_train(self) -> RunConfig:
+        if self.benchmark is None:
+            return self
+        if self.compression.enabled:
+            raise ValueError(
+                "benchmark: a table scores uncompressed candidates; remove the compression "
+                "section or the benchmark section"
+            )
+        if self.search.early_stopping.enabled:
+            raise ValueError(
+                "benchmark: a table has final accuracies only, nothing to stop early; set "
+                "search.early_stopping.enabled: false"
+            )
+        return self
 
     @model_validator(mode="after")
     def _compression_is_measured(self) -> RunConfig:

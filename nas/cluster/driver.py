@@ -40,6 +40,7 @@ from nas.compress.space import compression_space
 from nas.config import RunConfig
 from nas.errors import SearchError
 from nas.evaluate.latency import predicted
+from nas.evaluate.pool import pool_latency
 from nas.progress import NullReporter, SearchReporter
 from nas.report.plots import write_plot
 from nas.report.tables import front_frame, trials_frame, write_tables
@@ -109,7 +110,9 @@ class _Driver:
         # With a shared storage, `nas worker`s may work on the study too: only trials whose
         # heartbeats stopped are recovered, and this driver beats for the trials it runs.
         shared = self.config.cluster.storage is not None
-        self.study = open_study(self.run, self.config, shared=shared)
+        session = self.session
+        latency_of = pool_latency(self.config, session.space, self.run.root.parent, session.latency)
+        self.study = open_study(self.run, self.config, shared=shared, latency_of=latency_of)
         describe_study(self.study, self.session)
         say_latency_notes(self.session, self.reporter)
         recovered = fail_stale(self.study) if shared else recover_interrupted(self.study)

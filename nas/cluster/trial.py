@@ -23,7 +23,7 @@ from nas.cluster.meter import RemoteBackend, measuring_on
 from nas.compress.space import CompressionSpace
 from nas.config import RunConfig
 from nas.errors import NASError
-from nas.evaluate.evaluator import Evaluator, StoppedEarly
+from nas.evaluate.evaluator import CandidateEvaluator, StoppedEarly
 from nas.record import ACCURACY, LATENCY
 from nas.search.early_stopping import Checkpoint
 from nas.search.session import make_evaluator, prepare
@@ -45,10 +45,10 @@ class Payload:
         return hashlib.sha256(self.config_json.encode()).hexdigest()[:16]
 
 
-_WORKER: dict[str, tuple[Evaluator, CompressionSpace, RunConfig]] = {}
+_WORKER: dict[str, tuple[CandidateEvaluator, CompressionSpace, RunConfig]] = {}
 
 
-def _worker_state(payload: Payload) -> tuple[Evaluator, CompressionSpace, RunConfig]:
+def _worker_state(payload: Payload) -> tuple[CandidateEvaluator, CompressionSpace, RunConfig]:
     """(evaluator, compression space, config), built once per worker process."""
     if payload.key in _WORKER:
         return _WORKER[payload.key]
@@ -121,10 +121,12 @@ def run_trial(spec: dict[str, Any], payload: Payload) -> None:
     _report("done", outcome=json.dumps(attrs), **objectives)
 
 
-def _remote_backends(evaluator: Evaluator) -> list[RemoteBackend]:
+def _remote_backends(evaluator: CandidateEvaluator) -> list[RemoteBackend]:
     """The evaluator's measurement backends that run on device nodes."""
-    measured = getattr(evaluator.latency, "measured", evaluator.latency)  # hybrid wraps one
+    latency = getattr(evaluator, "latency", None)
+    measured = getattr(latency, "measured", latency)  # hybrid wraps one
     found = [getattr(measured, "backend", None)]
-    if evaluator.compressor is not None:
-        found += list(evaluator.compressor.backends.values())
+    compressor = getattr(evaluator, "compressor", None)
+    if compressor is not None:
+        found += list(compressor.backends.values())
     return [b for b in found if isinstance(b, RemoteBackend)]

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -92,6 +92,23 @@ class Outcome:
             "accuracy_trained": self.accuracy_trained,
             **self.compression,
         }
+
+
+class CandidateEvaluator(Protocol):
+    """What a search loop calls: `Evaluator` (train and measure) or
+    `nas.evaluate.tabular.TabularEvaluator` (look up)."""
+
+    space: SearchSpace
+
+    def __call__(
+        self,
+        candidate: Any,
+        *,
+        compression: Compression | None = None,
+        weights_path: Path | None = None,
+        progress: PhaseProgress = quiet,
+        stop: StopCheck | None = None,
+    ) -> Outcome: ...
 
 
 class Evaluator:

@@ -29,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 from nas.compress.space import compression_space
 from nas.config import RunConfig
 from nas.errors import NASError, SearchError
-from nas.evaluate.evaluator import Evaluator, StopCheck, StoppedEarly
+from nas.evaluate.evaluator import CandidateEvaluator, StopCheck, StoppedEarly
 from nas.progress import NullReporter, SearchReporter
 from nas.record import (
     CANDIDATE,
@@ -44,6 +44,7 @@ from nas.report.plots import write_plot
 from nas.report.tables import trials_frame, write_tables
 from nas.run import Run
 from nas.search.early_stopping import Checkpoint
+from nas.search.ehvi import LatencyOf
 from nas.search.study import (
     check_any_completed,
     checkpoints,
@@ -110,6 +111,7 @@ class SearchLoop:
         reporter: Receives progress.
         resume_hint: Command that resumes this run, for messages.
         shared: Work beside other processes on one study (heartbeats, no exclusive recovery).
+        latency_of: Latencies of untried candidates for the ehvi sampler (`nas.evaluate.pool`).
     """
 
     def __init__(
@@ -117,10 +119,11 @@ class SearchLoop:
         *,
         run: Run,
         config: RunConfig,
-        evaluator: Evaluator,
+        evaluator: CandidateEvaluator,
         reporter: SearchReporter | None = None,
         resume_hint: str = "",
         shared: bool = False,
+        latency_of: LatencyOf | None = None,
     ) -> None:
         self.run = run
         self.shared = shared
@@ -129,7 +132,7 @@ class SearchLoop:
         self.space = evaluator.space
         self.reporter = reporter or NullReporter()
         self.resume_hint = resume_hint
-        self.study = open_study(run, config, shared=shared)
+        self.study = open_study(run, config, shared=shared, latency_of=latency_of)
         self.compression = compression_space(config.compression, self.space)
         self.dists = distributions(self.space.dimensions() + self.compression.dimensions())
 

@@ -29,8 +29,10 @@ from nas.compress.quantization import load_calibration
 from nas.compress.space import CompressionSpace, compression_space
 from nas.config import RunConfig, load_config
 from nas.errors import ConfigError, RunError
-from nas.evaluate.evaluator import Evaluator
+from nas.evaluate.evaluator import CandidateEvaluator, Evaluator
 from nas.evaluate.latency import BackendFactory, config_backend, latency_source, precision_backends
+from nas.evaluate.pool import pool_latency
+from nas.evaluate.tabular import BenchmarkTable, TableLatency, TabularEvaluator, read_table
 from nas.progress import SearchReporter
 from nas.report.plots import write_plot
 from nas.report.tables import front_frame, trials_frame, write_tables
@@ -126,15 +128,24 @@ class SearchResult:
 
 @dataclass
 class Session:
-    """Everything a search needs before the first trial, each part checked."""
+    """Everything a search needs before the first trial, each part checked. A tabular search
+    (`config.benchmark`) has its `table` and no dataset."""
 
     config: RunConfig
     space: Any
-    dataset: ImageDataset
-    splits: ProxySplits
+    dataset: ImageDataset | None
+    splits: ProxySplits | None
     latency: LatencySource
     compressor: Compressor | None
     compression: CompressionSpace
+    table: BenchmarkTable | None = None
+
+    @property
+    def proxy(self) -> tuple[ImageDataset, ProxySplits]:
+        """The proxy dataset and splits of a search that trains."""
+        if self.dataset is None or self.splits is None:
+            raise RunError("a tabular search has no dataset: its scores come from its table")
+        return self.dataset, self.splits
 
 
 def check_seeds(config: RunConfig, space: Any, compression: CompressionSpace, source: str) -> None:
@@ -147,6 +158,17 @@ def check_seeds(config: RunConfig, space: Any, compression: CompressionSpace, so
             raise ConfigError(
                 f"{source}: invalid config: search.seed_candidates[{i}]: {e}"
             ) from None
+
+
+def check_seeds_in_table(config: RunConfig, space: Any, table: BenchmarkTable, source: str) -> None:
+    """`ConfigError` naming the first seed candidate that the benchmark table lacks."""
+    for i, text in enumerate(config.search.seed_candidates):
+        key = space.encode(space.decode(text))
+        if key not in table.accuracy:
+            raise ConfigError(
+                f"{source}: invalid config: search.seed_candidates[{i}]: {key} is not in the "
+                f"benchmark table {table.path}"
+            )
 
 
 def prepare(
@@ -168,6 +190,12 @@ def prepare(
     space = get_space(config.space.name, config.space)
     compression = compression_space(config.compression, space)
     check_seeds(config, space, compression, source)
+    if config.benchmark is not None:
+        table = read_table(config.benchmark, space)
+        check_seeds_in_table(config, space, table, source)
+        return Session(
+            config, space, None, None, TableLatency(space, table), None, compression, table
+        )
     dataset = load_dataset(config.data)
     splits = make_splits(dataset, config.data, config.seed)
     backend = backend or config_backend
@@ -194,19 +222,21 @@ def make_teacher(session: Session, root: Path) -> Teacher | None:
     return Teacher(
         config.compression.distillation,
         session.space,
-        session.splits,
+        session.proxy[1],
         config.training,
         root,
         seed=config.seed,
     )
 
 
-def make_evaluator(session: Session, root: Path) -> Evaluator:
+def make_evaluator(session: Session, root: Path) -> CandidateEvaluator:
     """The evaluation function of a search whose run (or teacher cache) is at `root`."""
     config = session.config
+    if session.table is not None:
+        return TabularEvaluator(session.space, session.table)
     return Evaluator(
         space=session.space,
-        data=session.splits,
+        data=session.proxy[1],
         training=config.training,
         deployment=config.deployment.target(),
         latency=session.latency,
@@ -219,7 +249,13 @@ def make_evaluator(session: Session, root: Path) -> Evaluator:
 
 def describe_study(study: Any, session: Session) -> None:
     """Store what the run's trials were scored on, for export and reports."""
-    config, dataset, splits = session.config, session.dataset, session.splits
+    study.set_user_attr("latency", session.latency.description)
+    study.set_user_attr("latency_notes", list(session.latency.notes))
+    config = session.config
+    if config.benchmark is not None:
+        study.set_user_attr("benchmark", config.benchmark.model_dump(mode="json"))
+        return
+    dataset, splits = session.proxy
     study.set_user_attr(
         "data",
         {
@@ -234,8 +270,6 @@ def describe_study(study: Any, session: Session) -> None:
             "std": list(splits.std),
         },
     )
-    study.set_user_attr("latency", session.latency.description)
-    study.set_user_attr("latency_notes", list(session.latency.notes))
 
 
 def say_latency_notes(session: Session, reporter: SearchReporter | None) -> None:
@@ -369,6 +403,7 @@ def _run(
                 reporter=reporter,
                 resume_hint=hint,
                 shared=shared,
+                latency_of=pool_latency(config, session.space, run.root.parent, session.latency),
             )
             describe_study(loop.study, session)
             say_latency_notes(session, reporter)

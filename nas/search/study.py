@@ -42,6 +42,7 @@ from nas.record import (
 )
 from nas.run import Run
 from nas.search.early_stopping import Checkpoint, ParetoSuccessiveHalving
+from nas.search.ehvi import EHVISampler, LatencyOf
 from nas.storage import fail_interrupted, open_storage
 from search_spaces.base import Dimension
 
@@ -70,18 +71,49 @@ def distributions(dims: tuple[Dimension, ...]) -> dict[str, BaseDistribution]:
     return {d.name: to_distribution(d) for d in dims}
 
 
-def make_sampler(cfg: SearchConfig, seed: int) -> optuna.samplers.BaseSampler:
-    """The configured sampler. NSGA-II and TPE read constraints that trials set themselves."""
+def make_sampler(
+    config: RunConfig, seed: int, latency_of: LatencyOf | None = None
+) -> optuna.samplers.BaseSampler:
+    """The configured sampler. NSGA-II, TPE and GP read constraints that trials set themselves.
+
+    Args:
+        config: The run's config.
+        seed: The sampler's seed.
+        latency_of: Latencies of untried candidates, for the ehvi sampler's pool (see
+            `nas.evaluate.pool`); None where latency is not known before training.
+    """
+    cfg = config.search
     if cfg.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=cfg.population_size, seed=seed)
     if cfg.sampler == "tpe":
         return optuna.samplers.TPESampler(
             n_startup_trials=cfg.n_startup_trials, seed=seed, multivariate=True
         )
+    if cfg.sampler == "gp":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.GPSampler(
+                n_startup_trials=cfg.n_startup_trials, seed=seed, constraints_func=_constraints
+            )
+    if cfg.sampler == "ehvi":
+        return EHVISampler(
+            latency_of=latency_of,
+            seed=seed,
+            n_startup_trials=cfg.ehvi.n_startup_trials,
+            pool_size=cfg.ehvi.pool_size,
+            refit_every=cfg.ehvi.refit_every,
+            max_latency_ms=cfg.constraints.max_latency_ms,
+        )
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-def open_study(run: Run, config: RunConfig, *, shared: bool = False) -> optuna.Study:
+def _constraints(trial: FrozenTrial) -> list[float]:
+    return list(trial.constraints.values())
+
+
+def open_study(
+    run: Run, config: RunConfig, *, shared: bool = False, latency_of: LatencyOf | None = None
+) -> optuna.Study:
     """Create the run's study, or load it to resume.
 
     A resumed sampler is seeded with the seed plus the number of trials so far: reseeding with
@@ -96,7 +128,7 @@ def open_study(run: Run, config: RunConfig, *, shared: bool = False) -> optuna.S
         load_if_exists=True,
     )
     seed = config.seed + len(study.get_trials(False)) + (os.getpid() if shared else 0)
-    study.sampler = make_sampler(config.search, seed % 2**31)
+    study.sampler = make_sampler(config, seed % 2**31, latency_of)
     if study.metric_names is None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from search_spaces.base import Dimension, mutate_params, sample_params
-from search_spaces.flops import count_flops
+from search_spaces.flops import count_flops, count_params
 
 NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 EDGES = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))  # (to, from), in string order
@@ -224,6 +224,22 @@ class NB201Space:
         """
         base, per_op = _flop_terms(num_classes, in_chans)
         return int(base + sum(per_op[op] for op in candidate.ops))
+
+    def params(self, candidate: NB201Cell, num_classes: int = 10, in_chans: int = 3) -> int:
+        """Parameters, from per-edge counts as for `flops`."""
+        base, per_op = _param_terms(num_classes, in_chans)
+        return int(base + sum(per_op[op] for op in candidate.ops))
+
+
+@cache
+def _param_terms(num_classes: int, in_chans: int) -> tuple[int, dict[str, int]]:
+    def params_of(op: str) -> int:
+        net = NB201Network(NB201Cell((op,) * len(EDGES)), num_classes, in_chans)
+        return count_params(net)
+
+    base = params_of("none")
+    per_op = {op: (params_of(op) - base) // len(EDGES) for op in NB201_OPS}
+    return base, per_op
 
 
 @cache
