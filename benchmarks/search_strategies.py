@@ -45,7 +45,7 @@ import optuna
 import pandas as pd
 
 from nas.config import parse_config
-from nas.evaluate.pool import pool_latency
+from nas.evaluate.pool import foresight
 from nas.evaluate.tabular import BenchmarkTable, TableLatency
 from nas.pareto import hypervolume_2d, non_dominated_mask
 from nas.search.study import DIRECTIONS, distributions, make_sampler
@@ -117,10 +117,8 @@ def search(
         },
         source="benchmark",
     )
-    latency_of = pool_latency(config, space, REPO / "runs", TableLatency(space, table))
-    study = optuna.create_study(
-        directions=DIRECTIONS, sampler=make_sampler(config, seed, latency_of)
-    )
+    ahead = foresight(config, space, REPO / "runs", TableLatency(space, table))
+    study = optuna.create_study(directions=DIRECTIONS, sampler=make_sampler(config, seed, ahead))
     dists = distributions(space.dimensions())
     order: list[int] = []
     seen: set[int] = set()

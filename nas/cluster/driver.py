@@ -40,7 +40,7 @@ from nas.compress.space import compression_space
 from nas.config import RunConfig
 from nas.errors import SearchError
 from nas.evaluate.latency import predicted
-from nas.evaluate.pool import pool_latency
+from nas.evaluate.pool import foresight
 from nas.progress import NullReporter, SearchReporter
 from nas.report.plots import write_plot
 from nas.report.tables import front_frame, trials_frame, write_tables
@@ -111,8 +111,8 @@ class _Driver:
         # heartbeats stopped are recovered, and this driver beats for the trials it runs.
         shared = self.config.cluster.storage is not None
         session = self.session
-        latency_of = pool_latency(self.config, session.space, self.run.root.parent, session.latency)
-        self.study = open_study(self.run, self.config, shared=shared, latency_of=latency_of)
+        ahead = foresight(self.config, session.space, self.run.root.parent, session.latency)
+        self.study = open_study(self.run, self.config, shared=shared, foresight=ahead)
         describe_study(self.study, self.session)
         say_latency_notes(self.session, self.reporter)
         recovered = fail_stale(self.study) if shared else recover_interrupted(self.study)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,30 @@ from nas.evaluate.latency import lookup_predictor
 from nas.evaluate.tabular import TableLatency
 
 PoolLatency = Callable[[Sequence[Mapping[str, Any]]], list[float]]
+Features = Callable[[Mapping[str, Any]], Any]
+
+
+@dataclass(frozen=True)
+class Foresight:
+    """What a sampler may know of a candidate before training it."""
+
+    latency_of: PoolLatency | None = None
+    features: Features | None = None
+
+
+def foresight(config: RunConfig, space: Any, runs_dir: Path, source: LatencySource) -> Foresight:
+    """What the configured sampler may know of a candidate before training it: its latency
+    (`pool_latency`) and the space's surrogate features (NAS-Bench-201's path encoding)."""
+    if config.search.sampler != "ehvi":
+        return Foresight()
+    latency_of = pool_latency(config, space, runs_dir, source)
+    if not hasattr(space, "path_features"):
+        return Foresight(latency_of)
+
+    def features(params: Mapping[str, Any]) -> Any:
+        return space.path_features(space.from_params(params))
+
+    return Foresight(latency_of, features)
 
 
 def pool_latency(

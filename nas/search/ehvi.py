@@ -56,6 +56,9 @@ from nas.pareto import non_dominated_mask
 
 # Full parameter assignments -> their latencies in ms (NaN where it cannot be told before training).
 LatencyOf = Callable[[Sequence[Mapping[str, Any]]], Sequence[float]]
+# A full parameter assignment -> extra surrogate inputs (a space's `path_features`, say).
+Features = Callable[[Mapping[str, Any]], np.ndarray]
+
 
 ENUMERATE_LIMIT = 20_000
 HERMITE = np.polynomial.hermite_e.hermegauss(5)  # nodes and weights for N(0, 1)
@@ -79,7 +82,10 @@ def values_of(dist: BaseDistribution) -> tuple[Any, ...]:
 class Encoding:
     """Parameter assignments <-> rows of numbers for the surrogate."""
 
-    def __init__(self, space: Mapping[str, BaseDistribution]) -> None:
+    def __init__(
+        self, space: Mapping[str, BaseDistribution], extra: Features | None = None
+    ) -> None:
+        self.extra = extra
         self.names = sorted(space)
         self.values = {n: values_of(space[n]) for n in self.names}
         self.categorical = {n: isinstance(space[n], CategoricalDistribution) for n in self.names}
@@ -104,7 +110,8 @@ class Encoding:
         return {n: self.values[n][i] for n, i in zip(self.names, key, strict=True)}
 
     def features(self, keys: np.ndarray) -> np.ndarray:
-        """One-hot columns for categorical parameters, position in [0, 1] for numeric ones."""
+        """One-hot columns for categorical parameters, position in [0, 1] for numeric ones,
+        then the `extra` features of each assignment."""
         columns = []
         for j, n in enumerate(self.names):
             count = len(self.values[n])
@@ -114,6 +121,8 @@ class Encoding:
                 columns.append(np.eye(count)[keys[:, j]])
             else:
                 columns.append((keys[:, j] / (count - 1))[:, None])
+        if self.extra is not None and len(keys):
+            columns.append(np.stack([self.extra(self.params(k)) for k in keys]))
         return np.hstack(columns) if columns else np.zeros((len(keys), 1))
 
     def all_keys(self) -> tuple[np.ndarray, np.ndarray]:
@@ -212,6 +221,8 @@ class EHVISampler(optuna.samplers.BaseSampler):
     Args:
         latency_of: Latencies in ms of full assignments before training, NaN where it cannot
             be told; without it (or where it answers NaN) latency is modelled.
+        features: Extra surrogate inputs of a full assignment, beside the one-hot encoding
+            (for example `NB201Space.path_features`).
         seed: Seeds the startup trials, the pool and the surrogate's optimiser.
         n_startup_trials: Random trials before the surrogate takes over.
         pool_size: Random candidates scored per suggestion when the space is too large to
@@ -224,6 +235,7 @@ class EHVISampler(optuna.samplers.BaseSampler):
         self,
         *,
         latency_of: LatencyOf | None = None,
+        features: Features | None = None,
         seed: int | None = None,
         n_startup_trials: int = 10,
         pool_size: int = 4096,
@@ -237,6 +249,7 @@ class EHVISampler(optuna.samplers.BaseSampler):
         if refit_every < 1:
             raise ValueError(f"refit_every must be >= 1, got {refit_every}")
         self.latency_of = latency_of
+        self.extra_features = features
         self.n_startup_trials = n_startup_trials
         self.pool_size = pool_size
         self.refit_every = refit_every
@@ -269,16 +282,16 @@ class EHVISampler(optuna.samplers.BaseSampler):
     def sample_relative(
         self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
-        if not search_space:
-            return {}
         if study.directions != [StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE]:
             raise ValueError(
                 "the ehvi sampler needs two objectives: accuracy (maximise), latency (minimise)"
             )
+        if not search_space:
+            return {}
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if len(done) < self.n_startup_trials:
             return {}
-        encoding = Encoding(search_space)
+        encoding = Encoding(search_space, self.extra_features)
         encoding = self._encodings.setdefault(encoding.signature(), encoding)
         key = self.suggest(study, encoding, done)
         return {} if key is None else encoding.params(key)
@@ -310,7 +323,7 @@ class EHVISampler(optuna.samplers.BaseSampler):
         ref_latency = self.max_latency_ms or 1.1 * max(
             float(np.nanmax(pool_latency)) if known.any() else 0.0, float(latency.max())
         )
-        ref_accuracy = float(min(accuracy.min(), 0.0))
+        ref_accuracy = float(accuracy.min())
         front = staircase(accuracy[feasible], latency[feasible], ref_accuracy, ref_latency)
         score = np.zeros(len(pool))
         if known.any():

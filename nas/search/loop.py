@@ -30,6 +30,7 @@ from nas.compress.space import compression_space
 from nas.config import RunConfig
 from nas.errors import NASError, SearchError
 from nas.evaluate.evaluator import CandidateEvaluator, StopCheck, StoppedEarly
+from nas.evaluate.pool import Foresight
 from nas.progress import NullReporter, SearchReporter
 from nas.record import (
     CANDIDATE,
@@ -44,7 +45,6 @@ from nas.report.plots import write_plot
 from nas.report.tables import trials_frame, write_tables
 from nas.run import Run
 from nas.search.early_stopping import Checkpoint
-from nas.search.ehvi import LatencyOf
 from nas.search.study import (
     check_any_completed,
     checkpoints,
@@ -111,7 +111,7 @@ class SearchLoop:
         reporter: Receives progress.
         resume_hint: Command that resumes this run, for messages.
         shared: Work beside other processes on one study (heartbeats, no exclusive recovery).
-        latency_of: Latencies of untried candidates for the ehvi sampler (`nas.evaluate.pool`).
+        foresight: What the ehvi sampler may know of untried candidates (`nas.evaluate.pool`).
     """
 
     def __init__(
@@ -123,7 +123,7 @@ class SearchLoop:
         reporter: SearchReporter | None = None,
         resume_hint: str = "",
         shared: bool = False,
-        latency_of: LatencyOf | None = None,
+        foresight: Foresight | None = None,
     ) -> None:
         self.run = run
         self.shared = shared
@@ -132,7 +132,7 @@ class SearchLoop:
         self.space = evaluator.space
         self.reporter = reporter or NullReporter()
         self.resume_hint = resume_hint
-        self.study = open_study(run, config, shared=shared, latency_of=latency_of)
+        self.study = open_study(run, config, shared=shared, foresight=foresight)
         self.compression = compression_space(config.compression, self.space)
         self.dists = distributions(self.space.dimensions() + self.compression.dimensions())
 

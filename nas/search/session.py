@@ -31,7 +31,7 @@ from nas.config import RunConfig, load_config
 from nas.errors import ConfigError, RunError
 from nas.evaluate.evaluator import CandidateEvaluator, Evaluator
 from nas.evaluate.latency import BackendFactory, config_backend, latency_source, precision_backends
-from nas.evaluate.pool import pool_latency
+from nas.evaluate.pool import foresight
 from nas.evaluate.tabular import BenchmarkTable, TableLatency, TabularEvaluator, read_table
 from nas.progress import SearchReporter
 from nas.report.plots import write_plot
@@ -403,7 +403,7 @@ def _run(
                 reporter=reporter,
                 resume_hint=hint,
                 shared=shared,
-                latency_of=pool_latency(config, session.space, run.root.parent, session.latency),
+                foresight=foresight(config, session.space, run.root.parent, session.latency),
             )
             describe_study(loop.study, session)
             say_latency_notes(session, reporter)

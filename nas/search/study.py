@@ -30,6 +30,7 @@ from nas.compress.space import CompressionSpace
 from nas.config import EarlyStoppingConfig, RunConfig, SearchConfig
 from nas.errors import SearchError
 from nas.evaluate.evaluator import StopCheck
+from nas.evaluate.pool import Foresight
 from nas.record import (
     ACCURACY,
     DUPLICATE_OF,
@@ -42,7 +43,7 @@ from nas.record import (
 )
 from nas.run import Run
 from nas.search.early_stopping import Checkpoint, ParetoSuccessiveHalving
-from nas.search.ehvi import EHVISampler, LatencyOf
+from nas.search.ehvi import EHVISampler
 from nas.storage import fail_interrupted, open_storage
 from search_spaces.base import Dimension
 
@@ -72,15 +73,15 @@ def distributions(dims: tuple[Dimension, ...]) -> dict[str, BaseDistribution]:
 
 
 def make_sampler(
-    config: RunConfig, seed: int, latency_of: LatencyOf | None = None
+    config: RunConfig, seed: int, foresight: Foresight | None = None
 ) -> optuna.samplers.BaseSampler:
     """The configured sampler. NSGA-II, TPE and GP read constraints that trials set themselves.
 
     Args:
         config: The run's config.
         seed: The sampler's seed.
-        latency_of: Latencies of untried candidates, for the ehvi sampler's pool (see
-            `nas.evaluate.pool`); None where latency is not known before training.
+        foresight: What the ehvi sampler may know of untried candidates: their latency and
+            surrogate features (see `nas.evaluate.pool`).
     """
     cfg = config.search
     if cfg.sampler == "nsga2":
@@ -96,8 +97,10 @@ def make_sampler(
                 n_startup_trials=cfg.n_startup_trials, seed=seed, constraints_func=_constraints
             )
     if cfg.sampler == "ehvi":
+        foresight = foresight or Foresight()
         return EHVISampler(
-            latency_of=latency_of,
+            latency_of=foresight.latency_of,
+            features=foresight.features,
             seed=seed,
             n_startup_trials=cfg.ehvi.n_startup_trials,
             pool_size=cfg.ehvi.pool_size,
@@ -112,7 +115,7 @@ def _constraints(trial: FrozenTrial) -> list[float]:
 
 
 def open_study(
-    run: Run, config: RunConfig, *, shared: bool = False, latency_of: LatencyOf | None = None
+    run: Run, config: RunConfig, *, shared: bool = False, foresight: Foresight | None = None
 ) -> optuna.Study:
     """Create the run's study, or load it to resume.
 
@@ -128,7 +131,7 @@ def open_study(
         load_if_exists=True,
     )
     seed = config.seed + len(study.get_trials(False)) + (os.getpid() if shared else 0)
-    study.sampler = make_sampler(config, seed % 2**31, latency_of)
+    study.sampler = make_sampler(config, seed % 2**31, foresight)
     if study.metric_names is None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

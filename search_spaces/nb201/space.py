@@ -26,6 +26,9 @@ from search_spaces.flops import count_flops, count_params
 
 NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 EDGES = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))  # (to, from), in string order
+# The cell's input-to-output paths, as positions in EDGES: 0-3, 0-1-3, 0-2-3, 0-1-2-3.
+PATHS = ((3,), (0, 4), (1, 5), (0, 2, 5))
+LIVE_OPS = NB201_OPS[1:]  # every operation but "none" carries signal
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +198,24 @@ class NB201Space:
         return np.asarray(
             [float(op == name) for op in candidate.ops for name in NB201_OPS], dtype=np.float64
         )
+
+    def path_features(self, candidate: NB201Cell) -> np.ndarray:
+        """Path encoding (White et al., BANANAS, AAAI 2021): for each input-to-output path of
+        the cell, a one-hot of its sequence of operations, zero where a "none" cuts it (100
+        values). Two cells that compute alike look alike, and a cell whose output is cut off
+        from its input is all zeros, which accuracy surrogates learn from far fewer samples
+        than from per-edge choices."""
+        out = []
+        for path in PATHS:
+            block = np.zeros(len(LIVE_OPS) ** len(path))
+            ops = [candidate.ops[e] for e in path]
+            if "none" not in ops:
+                index = 0
+                for op in ops:
+                    index = index * len(LIVE_OPS) + LIVE_OPS.index(op)
+                block[index] = 1.0
+            out.append(block)
+        return np.concatenate(out)
 
     def resolution(self, candidate: NB201Cell) -> int:
         return 32
