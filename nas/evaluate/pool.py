@@ -91,8 +91,8 @@ def _from_table(space: Any, source: TableLatency) -> PoolLatency:
         for p in assignments:
             try:
                 out.append(source.ms(space.from_params(p)))
-            except RunError:  # a candidate the table lacks: not worth suggesting blind
-                out.append(math.nan)
+            except RunError:  # a candidate the table lacks cannot be scored
+                out.append(math.inf)
         return out
 
     return looked_up

@@ -153,6 +153,11 @@ def _plan(run: Run, options: ExportOptions) -> _Plan:
     if options.weights not in WEIGHTS:
         raise ExportError(f"--weights {options.weights!r}: allowed {', '.join(WEIGHTS)}")
     config = run.config()
+    if config.benchmark is not None:
+        raise RunError(
+            f"run {run.root.name} was scored from the benchmark table {config.benchmark.table}: "
+            "it trained nothing, so there are no weights to export"
+        )
     study = load_study(run)
     trial = find_trial(study, number=options.trial, candidate=options.candidate)
     own = trial.user_attrs.get("precision", "fp32")

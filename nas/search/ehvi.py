@@ -220,7 +220,8 @@ class EHVISampler(optuna.samplers.BaseSampler):
 
     Args:
         latency_of: Latencies in ms of full assignments before training, NaN where it cannot
-            be told; without it (or where it answers NaN) latency is modelled.
+            be told (then latency is modelled, as without `latency_of`), infinity for a
+            candidate that cannot be evaluated at all (a benchmark table without it).
         features: Extra surrogate inputs of a full assignment, beside the one-hot encoding
             (for example `NB201Space.path_features`).
         seed: Seeds the startup trials, the pool and the surrogate's optimiser.
@@ -312,9 +313,10 @@ class EHVISampler(optuna.samplers.BaseSampler):
             encoding, keys[feasible], accuracy[feasible], latency[feasible], taken
         )
         pool_latency = self._pool_latency(encoding, pool)
+        allowed = ~np.isposinf(pool_latency)  # inf: a candidate that cannot be evaluated
         if self.max_latency_ms is not None:  # known to break the limit: not worth training
-            allowed = ~(pool_latency > self.max_latency_ms)
-            pool, x_pool, pool_latency = pool[allowed], x_pool[allowed], pool_latency[allowed]
+            allowed &= ~(pool_latency > self.max_latency_ms)
+        pool, x_pool, pool_latency = pool[allowed], x_pool[allowed], pool_latency[allowed]
         if len(pool) == 0:
             return None
         x = encoding.features(keys)

@@ -83,6 +83,11 @@ def train_trial(run: Run, options: TrainOptions, progress: PhaseProgress = quiet
         RunError: the trial did not complete, or `options.train_size` is out of range.
     """
     config = run.config()
+    if config.benchmark is not None:
+        raise RunError(
+            f"run {run.root.name} was scored from the benchmark table {config.benchmark.table}: "
+            "it has no proxy dataset to train on"
+        )
     study = load_study(run)
     trial = find_trial(study, number=options.trial, candidate=None)
     data_info = study.user_attrs.get("data")
