@@ -118,8 +118,9 @@ def search(
         source="benchmark",
     )
     ahead = foresight(config, space, REPO / "runs", TableLatency(space, table))
-    study = optuna.create_study(directions=DIRECTIONS, sampler=make_sampler(config, seed, ahead))
     dists = distributions(space.dimensions())
+    sampler_ = make_sampler(config, seed, ahead, dists)
+    study = optuna.create_study(directions=DIRECTIONS, sampler=sampler_)
     order: list[int] = []
     seen: set[int] = set()
     asking = 0.0

@@ -112,7 +112,10 @@ class _Driver:
         shared = self.config.cluster.storage is not None
         session = self.session
         ahead = foresight(self.config, session.space, self.run.root.parent, session.latency)
-        self.study = open_study(self.run, self.config, shared=shared, foresight=ahead)
+        dists = distributions(session.space.dimensions() + session.compression.dimensions())
+        self.study = open_study(
+            self.run, self.config, shared=shared, foresight=ahead, search_space=dists
+        )
         describe_study(self.study, self.session)
         say_latency_notes(self.session, self.reporter)
         recovered = fail_stale(self.study) if shared else recover_interrupted(self.study)

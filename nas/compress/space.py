@@ -112,9 +112,13 @@ class CompressionSpace:
 
     def split(self, text: str) -> tuple[str, dict[str, Any]]:
         """A seed string ``ARCH`` or ``ARCH|p0.25_int8``: the architecture and compression
-        params (empty when no compression is given, so the sampler draws it)."""
-        arch, sep, rest = text.partition("|")
-        return arch, self.to_params(Compression.decode(rest)) if sep else {}
+        params (empty when no compression is given, so the sampler draws it). The compression
+        follows the last ``|``, as an architecture may contain (and end with) ``|`` itself:
+        NAS-Bench-201's cells do."""
+        arch, sep, rest = text.rpartition("|")
+        if not sep or not rest:
+            return text, {}
+        return arch, self.to_params(Compression.decode(rest))
 
 
 def compression_space(config: CompressionConfig, space: Any) -> CompressionSpace:

@@ -224,6 +224,9 @@ class EHVISampler(optuna.samplers.BaseSampler):
             candidate that cannot be evaluated at all (a benchmark table without it).
         features: Extra surrogate inputs of a full assignment, beside the one-hot encoding
             (for example `NB201Space.path_features`).
+        search_space: The distributions every trial asks for; known from the first trial on,
+            so the random start, too, draws only candidates that can be evaluated and that
+            keep the latency limit. Without it, the space of the completed trials.
         seed: Seeds the startup trials, the pool and the surrogate's optimiser.
         n_startup_trials: Random trials before the surrogate takes over.
         pool_size: Random candidates scored per suggestion when the space is too large to
@@ -237,6 +240,7 @@ class EHVISampler(optuna.samplers.BaseSampler):
         *,
         latency_of: LatencyOf | None = None,
         features: Features | None = None,
+        search_space: Mapping[str, BaseDistribution] | None = None,
         seed: int | None = None,
         n_startup_trials: int = 10,
         pool_size: int = 4096,
@@ -251,6 +255,7 @@ class EHVISampler(optuna.samplers.BaseSampler):
             raise ValueError(f"refit_every must be >= 1, got {refit_every}")
         self.latency_of = latency_of
         self.extra_features = features
+        self.search_space = dict(search_space) if search_space is not None else None
         self.n_startup_trials = n_startup_trials
         self.pool_size = pool_size
         self.refit_every = refit_every
@@ -269,6 +274,8 @@ class EHVISampler(optuna.samplers.BaseSampler):
     def infer_relative_search_space(
         self, study: Study, trial: FrozenTrial
     ) -> dict[str, BaseDistribution]:
+        if self.search_space is not None:
+            return dict(self.search_space)
         return dict(self._space.calculate(study))
 
     def sample_independent(
@@ -290,12 +297,43 @@ class EHVISampler(optuna.samplers.BaseSampler):
         if not search_space:
             return {}
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if len(done) < self.n_startup_trials:
+        if len(done) < self.n_startup_trials and self.latency_of is None:
             return {}
         encoding = Encoding(search_space, self.extra_features)
         encoding = self._encodings.setdefault(encoding.signature(), encoding)
-        key = self.suggest(study, encoding, done)
+        if len(done) < self.n_startup_trials:
+            key = self.draw(study, encoding)
+        else:
+            key = self.suggest(study, encoding, done)
         return {} if key is None else encoding.params(key)
+
+    def draw(self, study: Study, encoding: Encoding) -> tuple[int, ...] | None:
+        """A random untried candidate of the pool that can be evaluated and keeps the latency
+        limit (the start, before the surrogate has data)."""
+        trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+        tried = [encoding.key(t.params) for t in trials if set(encoding.names) <= set(t.params)]
+        pool, x_pool = self._pool(
+            encoding, *self._empty(encoding), encoding.codes(np.asarray(tried))
+        )
+        pool_latency = self._pool_latency(encoding, pool)
+        pool, _, _ = self._allowed(pool, x_pool, pool_latency)
+        if len(pool) == 0:
+            return None
+        return tuple(int(v) for v in pool[self._rng.integers(len(pool))])
+
+    @staticmethod
+    def _empty(encoding: Encoding) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return np.zeros((0, len(encoding.names)), dtype=np.int64), np.zeros(0), np.zeros(0)
+
+    def _allowed(
+        self, pool: np.ndarray, x_pool: np.ndarray, pool_latency: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The pool without candidates that cannot be evaluated (infinite latency) or are known
+        to break the latency limit."""
+        allowed = ~np.isposinf(pool_latency)
+        if self.max_latency_ms is not None:  # known to break the limit: not worth training
+            allowed &= ~(pool_latency > self.max_latency_ms)
+        return pool[allowed], x_pool[allowed], pool_latency[allowed]
 
     def suggest(
         self, study: Study, encoding: Encoding, done: list[FrozenTrial]
@@ -312,11 +350,7 @@ class EHVISampler(optuna.samplers.BaseSampler):
         pool, x_pool = self._pool(
             encoding, keys[feasible], accuracy[feasible], latency[feasible], taken
         )
-        pool_latency = self._pool_latency(encoding, pool)
-        allowed = ~np.isposinf(pool_latency)  # inf: a candidate that cannot be evaluated
-        if self.max_latency_ms is not None:  # known to break the limit: not worth training
-            allowed &= ~(pool_latency > self.max_latency_ms)
-        pool, x_pool, pool_latency = pool[allowed], x_pool[allowed], pool_latency[allowed]
+        pool, x_pool, pool_latency = self._allowed(pool, x_pool, self._pool_latency(encoding, pool))
         if len(pool) == 0:
             return None
         x = encoding.features(keys)

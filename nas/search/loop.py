@@ -132,9 +132,11 @@ class SearchLoop:
         self.space = evaluator.space
         self.reporter = reporter or NullReporter()
         self.resume_hint = resume_hint
-        self.study = open_study(run, config, shared=shared, foresight=foresight)
         self.compression = compression_space(config.compression, self.space)
         self.dists = distributions(self.space.dimensions() + self.compression.dimensions())
+        self.study = open_study(
+            run, config, shared=shared, foresight=foresight, search_space=self.dists
+        )
 
     def _known(self) -> dict[str, FrozenTrial]:
         """Completed trials by candidate and compression (the cache of accuracy and latency)."""

@@ -73,7 +73,10 @@ def distributions(dims: tuple[Dimension, ...]) -> dict[str, BaseDistribution]:
 
 
 def make_sampler(
-    config: RunConfig, seed: int, foresight: Foresight | None = None
+    config: RunConfig,
+    seed: int,
+    foresight: Foresight | None = None,
+    search_space: dict[str, BaseDistribution] | None = None,
 ) -> optuna.samplers.BaseSampler:
     """The configured sampler. NSGA-II, TPE and GP read constraints that trials set themselves.
 
@@ -82,6 +85,7 @@ def make_sampler(
         seed: The sampler's seed.
         foresight: What the ehvi sampler may know of untried candidates: their latency and
             surrogate features (see `nas.evaluate.pool`).
+        search_space: The distributions every trial asks for (the ehvi sampler's pool).
     """
     cfg = config.search
     if cfg.sampler == "nsga2":
@@ -101,6 +105,7 @@ def make_sampler(
         return EHVISampler(
             latency_of=foresight.latency_of,
             features=foresight.features,
+            search_space=search_space,
             seed=seed,
             n_startup_trials=cfg.ehvi.n_startup_trials,
             pool_size=cfg.ehvi.pool_size,
@@ -115,7 +120,12 @@ def _constraints(trial: FrozenTrial) -> list[float]:
 
 
 def open_study(
-    run: Run, config: RunConfig, *, shared: bool = False, foresight: Foresight | None = None
+    run: Run,
+    config: RunConfig,
+    *,
+    shared: bool = False,
+    foresight: Foresight | None = None,
+    search_space: dict[str, BaseDistribution] | None = None,
 ) -> optuna.Study:
     """Create the run's study, or load it to resume.
 
@@ -131,7 +141,7 @@ def open_study(
         load_if_exists=True,
     )
     seed = config.seed + len(study.get_trials(False)) + (os.getpid() if shared else 0)
-    study.sampler = make_sampler(config, seed % 2**31, foresight)
+    study.sampler = make_sampler(config, seed % 2**31, foresight, search_space)
     if study.metric_names is None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
