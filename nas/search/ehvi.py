@@ -61,6 +61,7 @@ Features = Callable[[Mapping[str, Any]], np.ndarray]
 
 
 ENUMERATE_LIMIT = 20_000
+MAX_ITER = 50  # L-BFGS-B steps per refit of the surrogate's kernel
 HERMITE = np.polynomial.hermite_e.hermegauss(5)  # nodes and weights for N(0, 1)
 
 
@@ -204,14 +205,22 @@ def _gp(features: np.ndarray, y: np.ndarray, kernel: Any, optimise: bool, seed: 
             length_scale=np.full(features.shape[1], 2.0), length_scale_bounds=(0.1, 1e3), nu=2.5
         ) + WhiteKernel(1e-2, (1e-6, 1.0))
     gp = GaussianProcessRegressor(
-        kernel,
-        normalize_y=True,
-        optimizer="fmin_l_bfgs_b" if optimise else None,
-        random_state=seed,
+        kernel, normalize_y=True, optimizer=_lbfgs if optimise else None, random_state=seed
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # bound warnings while the data are few
         return gp.fit(features, y)
+
+
+def _lbfgs(objective: Any, theta: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, float]:
+    """scikit-learn's own L-BFGS-B fit of the kernel hyperparameters, capped in iterations: it
+    starts from the last fit's values, so a few steps reach what a full run would."""
+    from scipy.optimize import minimize
+
+    result = minimize(
+        objective, theta, method="L-BFGS-B", jac=True, bounds=bounds, options={"maxiter": MAX_ITER}
+    )
+    return result.x, float(result.fun)
 
 
 class EHVISampler(optuna.samplers.BaseSampler):
