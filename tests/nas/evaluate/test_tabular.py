@@ -98,3 +98,31 @@ def test_bad_tables_and_configs_are_one_line_and_write_nothing(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert not (tmp_path / "runs" / "tab").exists()
+
+
+def test_the_strategy_benchmark_runs_and_prints_its_tables(tmp_path: Path) -> None:
+    """`benchmarks/search_strategies.py` at toy size: two devices, two samplers, one seed."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "search_strategies.py"), "--devices",
+         "pixel3", "gold_6240", "--samplers", "random", "ehvi", "--budgets", "12", "16",
+         "--seeds", "1", "--jobs", "1", "--cache", str(tmp_path / "runs.csv")],
+        cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "gap@12" in out and "regret@16" in out and "s/suggestion" in out
+    assert "per device at 16 evaluations" in out
+    assert "ehvi beats every Optuna sampler on hypervolume gap on" in out
+    cached = pd.read_csv(tmp_path / "runs.csv")
+    assert len(cached) == 4 and (cached["found"].str.split().str.len() == 16).all()
+    again = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "search_strategies.py"), "--devices",
+         "pixel3", "gold_6240", "--samplers", "random", "ehvi", "--budgets", "12", "16",
+         "--seeds", "1", "--jobs", "1", "--cache", str(tmp_path / "runs.csv")],
+        cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert again.returncode == 0 and "running" not in again.stderr  # all from the cache
+    assert again.stdout == out
