@@ -28,10 +28,26 @@ def non_dominated_mask(points: np.ndarray, maximize: Sequence[bool]) -> np.ndarr
     pts = _as_minimization(points, maximize)
     if len(pts) == 0:
         return np.zeros(0, dtype=bool)
+    if pts.shape[1] == 2:
+        return _non_dominated_2d(pts)
     no_worse = (pts[:, None, :] <= pts[None, :, :]).all(axis=2)
     better = (pts[:, None, :] < pts[None, :, :]).any(axis=2)
     dominated = (no_worse & better).any(axis=0)
     return np.asarray(~dominated, dtype=bool)
+
+
+def _non_dominated_2d(pts: np.ndarray) -> np.ndarray:
+    """The same mask for two minimised objectives in O(n log n), by a sweep along the first (a
+    benchmark table's 15,625 rows would take the pairwise test minutes)."""
+    order = np.lexsort((pts[:, 1], pts[:, 0]))
+    x, y = pts[order, 0], pts[order, 1]
+    _, starts, group = np.unique(x, return_index=True, return_inverse=True)
+    group_best = y[starts]  # sorted by y within equal x: a group's first is its best
+    before = np.concatenate([[np.inf], np.minimum.accumulate(group_best)[:-1]])
+    dominated = (y > group_best[group]) | (before[group] <= y)
+    mask = np.empty(len(pts), dtype=bool)
+    mask[order] = ~dominated
+    return mask
 
 
 def front_indices(points: np.ndarray, maximize: Sequence[bool], sort_by: int = 0) -> np.ndarray:
