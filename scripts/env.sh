@@ -5,7 +5,8 @@
 #     and the tests that start a server of their own;
 #   - Chromium and its WebDriver (Debian's chromium, chromium-driver), for the web UI's tests;
 #   - Prometheus (Debian's prometheus), for the serving tests that scrape a deployment;
-#   - a virtual environment in .venv with the project and its dev tools installed
+#   - a virtual environment in .venv with the project and its dev tools installed, and Syne Tune
+#     (for the early-stopping replay benchmark)
 #     (reinstalled when pyproject.toml or this file changes).
 # Sourced by scripts/quickstart and scripts/test.
 set -euo pipefail
@@ -65,6 +66,11 @@ if [ ! -f "$STAMP" ]; then
   echo "==> installing the project into $VENV (torch takes about 2 minutes)" >&2
   "$VENV/bin/python" -m pip install -q --upgrade pip
   "$VENV/bin/python" -m pip install -q -e "$ROOT[dev,openvino,cluster,service,serving]"
+  # Syne Tune's MOASHA, the early-stopping replay's competitor (benchmarks/early_stopping_replay.py),
+  # used as a library. Without its declared dependencies (xgboost, statsmodels, ...): they serve
+  # parts of Syne Tune the replay does not import (pip may note them as missing on a reinstall).
+  "$VENV/bin/python" -m pip install -q "dill>=0.3"
+  "$VENV/bin/python" -m pip install -q --no-deps "syne-tune==0.16.0"
   rm -f "$VENV"/.installed-*
   touch "$STAMP"
 fi

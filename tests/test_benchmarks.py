@@ -27,6 +27,7 @@ def test_benchmark_imports_and_has_a_main_guard(script: Path, monkeypatch) -> No
     spec = importlib.util.spec_from_file_location(f"benchmark_{script.stem}", script)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up
     spec.loader.exec_module(module)
     assert callable(getattr(module, "main", None)), f"{script.name} has no main()"
     assert 'if __name__ == "__main__":' in script.read_text()
