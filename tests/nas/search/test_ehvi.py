@@ -16,7 +16,7 @@ import pytest
 from nas.compress.space import CompressionSpace
 from nas.config import CompressionConfig
 from nas.pareto import hypervolume_2d
-from nas.search.ehvi import EHVISampler, ehvi_known_latency, staircase
+from nas.search.ehvi import EHVISampler, ehvi_known_latency, log_error_scale, staircase
 from nas.search.study import DIRECTIONS, distributions
 from search_spaces.nb201 import NB201Space
 
@@ -166,3 +166,12 @@ def test_bad_settings_say_what_is_allowed() -> None:
     study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler())
     with pytest.raises(ValueError, match="needs two objectives: accuracy"):
         study.ask(DISTS)
+
+
+def test_the_surrogate_works_on_log_error_for_fractions_only() -> None:
+    acc = np.array([0.1, 0.5, 0.51, 0.94, 0.95, 1.0])
+    scaled = log_error_scale(acc)
+    assert np.all(np.diff(scaled) > 0) and np.isfinite(scaled).all()  # same order, same front
+    assert scaled[4] - scaled[3] > 5 * (scaled[2] - scaled[1])  # a point near the top weighs more
+    percent = acc * 100
+    assert np.array_equal(log_error_scale(percent), percent)  # not fractions: untouched
