@@ -485,14 +485,15 @@ class RunConfig(StrictModel):
 def _walk(loc: tuple[Any, ...], root: type[BaseModel]) -> tuple[list[str], Any]:
     """Readable path of a pydantic error location, and the model found at its end.
 
-    Discriminated unions put the tag into the location (``scaling.compound.phi``); the tag is
-    dropped so the path reads like the YAML the user wrote.
+    Discriminated unions put the tag into the location (``scaling.compound.phi``,
+    ``space.efficientnet.choices``); the tag is dropped so the path reads like the YAML the
+    user wrote.
     """
     path: list[str] = []
     node: Any = root
     for part in loc:
         if isinstance(node, tuple):  # a union of models: this part is the tag
-            node = next((m for m in node if m.model_fields["mode"].default == part), None)
+            node = next((m for m in node if _tag(m) == part), None)
             continue
         path.append(str(part))
         fields = getattr(node, "model_fields", None)
@@ -503,6 +504,14 @@ def _walk(loc: tuple[Any, ...], root: type[BaseModel]) -> tuple[list[str], Any]:
         members = tuple(a for a in get_args(annotation) if _is_model(a))
         node = members if len(members) > 1 else annotation if _is_model(annotation) else None
     return path, node
+
+
+def _tag(model: type[BaseModel]) -> Any:
+    """A union member's tag: the default of its discriminator field (`mode` or `name`)."""
+    for key in ("mode", "name"):
+        if key in model.model_fields:
+            return model.model_fields[key].default
+    return None
 
 
 def _is_model(x: Any) -> bool:

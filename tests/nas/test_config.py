@@ -24,7 +24,7 @@ def test_shipped_configs_are_valid(path: Path) -> None:
     [
         (
             {"search": {"sampler": "cmaes"}},
-            "search.sampler = 'cmaes': Input should be 'nsga2', 'tpe' or 'random'",
+            "search.sampler = 'cmaes': Input should be 'nsga2', 'tpe', 'random', 'gp' or 'ehvi'",
         ),
         ({"training": {"epochs": 0}}, "training.epochs = 0: Input should be greater than or equal"),
         ({"training": {"lrr": 0.1}}, "training.lrr: unknown key; allowed keys: epochs,"),
