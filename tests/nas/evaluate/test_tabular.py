@@ -105,12 +105,14 @@ def test_the_strategy_benchmark_runs_and_prints_its_tables(tmp_path: Path) -> No
     import subprocess
     import sys
 
+    command = [
+        sys.executable, str(REPO / "benchmarks" / "search_strategies.py"), "--devices",
+        "pixel3", "gold_6240", "--samplers", "random", "ehvi", "--budgets", "12", "16",
+        "--seeds", "1", "--jobs", "1", "--cache", str(tmp_path / "runs.csv"),
+    ]  # fmt: skip
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "search_strategies.py"), "--devices",
-         "pixel3", "gold_6240", "--samplers", "random", "ehvi", "--budgets", "12", "16",
-         "--seeds", "1", "--jobs", "1", "--cache", str(tmp_path / "runs.csv")],
-        cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
+        command, cwd=REPO, capture_output=True, text=True, timeout=600, check=False
+    )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "gap@12" in out and "regret@16" in out and "s/suggestion" in out
@@ -119,10 +121,7 @@ def test_the_strategy_benchmark_runs_and_prints_its_tables(tmp_path: Path) -> No
     cached = pd.read_csv(tmp_path / "runs.csv")
     assert len(cached) == 4 and (cached["found"].str.split().str.len() == 16).all()
     again = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "search_strategies.py"), "--devices",
-         "pixel3", "gold_6240", "--samplers", "random", "ehvi", "--budgets", "12", "16",
-         "--seeds", "1", "--jobs", "1", "--cache", str(tmp_path / "runs.csv")],
-        cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
+        command, cwd=REPO, capture_output=True, text=True, timeout=600, check=False
+    )
     assert again.returncode == 0 and "running" not in again.stderr  # all from the cache
     assert again.stdout == out
