@@ -80,11 +80,14 @@ def _scheduler(
     opt: torch.optim.Optimizer, cfg: TrainingConfig, steps: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
     if cfg.schedule == "onecycle":
+        pct = max(cfg.warmup_fraction, 1e-3)
+        if math.isclose(pct * steps, 1.0):  # OneCycleLR divides by zero on a one-step warm-up
+            pct = 1.5 / steps
         return torch.optim.lr_scheduler.OneCycleLR(
             opt,
             max_lr=cfg.lr,
             total_steps=steps,
-            pct_start=max(cfg.warmup_fraction, 1e-3),
+            pct_start=pct,
             cycle_momentum=False,
         )
     if cfg.schedule == "cosine":

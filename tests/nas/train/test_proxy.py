@@ -71,3 +71,21 @@ def test_divergence_is_reported(digits) -> None:
     cfg = TrainingConfig(epochs=1, batch_size=4096, threads=1)
     with pytest.raises(TrainingDivergedError, match="loss became nan at epoch 1, step 1"):
         train_proxy(_model(), poisoned, cfg, seed=0)
+
+
+@pytest.mark.parametrize("steps, warmup", [(4, 0.25), (10, 0.1), (1, 0.25), (2, 0.5), (7, 0.0)])
+def test_onecycle_runs_whatever_the_step_count(steps: int, warmup: float) -> None:
+    """Short schedules (a small training set, one epoch) step through without error and end
+    below the peak; 4 steps at 25 % warm-up once divided by zero inside OneCycleLR."""
+    from nas.train.proxy import _scheduler
+
+    cfg = TrainingConfig(warmup_fraction=warmup)
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    sched = _scheduler(opt, cfg, steps)
+    rates = []
+    for _ in range(steps):  # as training does: one scheduler step after each batch
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert np.isfinite(rates).all() and max(rates) <= cfg.lr * (1 + 1e-9)
+    assert steps == 1 or rates[-1] < cfg.lr
