@@ -107,7 +107,10 @@ class LookupTablePredictor:
             )
 
     def _keys(self, candidate: Any) -> list[Any]:
-        ops = self.space.operators(candidate, self.deployment.num_classes, self.deployment.channels)
+        args = (candidate, self.deployment.num_classes, self.deployment.channels)
+        if hasattr(self.space, "operator_keys"):  # without building the network
+            return list(self.space.operator_keys(*args))
+        ops = self.space.operators(*args)
         return [op.key for op in ops]
 
     def table_sums(self, candidates: Sequence[Any]) -> np.ndarray:

@@ -17,7 +17,7 @@ from search_spaces.efficientnet.candidate import (
     StageSpec,
 )
 from search_spaces.efficientnet.config import CompoundScaling, EfficientNetSpaceConfig
-from search_spaces.efficientnet.operators import Operator, operators
+from search_spaces.efficientnet.operators import Operator, OperatorKey, operator_keys, operators
 from search_spaces.efficientnet.scaling import CompoundCoefficients, compound_scale
 
 _ACT_NAMES = tuple(ACTIVATIONS)
@@ -235,6 +235,12 @@ class EfficientNetSpace:
         if model is None:
             model = self.build(candidate, num_classes, in_chans)
         return operators(candidate, model)  # type: ignore[arg-type]
+
+    def operator_keys(
+        self, candidate: EfficientNetCandidate, num_classes: int, in_chans: int
+    ) -> list[OperatorKey]:
+        """The table keys of `operators`, without building the network."""
+        return operator_keys(candidate, num_classes, in_chans)
 
     def covering_candidates(self) -> Iterator[EfficientNetCandidate]:
         """A few candidates whose operators, together, are every operator of the space.

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import get_args
 
 import pytest
 import timm
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from search_spaces.efficientnet import (
@@ -202,3 +203,39 @@ def test_candidate_outside_space_is_refused() -> None:
     wrong_channels = B0.encode().replace("c16", "c24", 1)
     with pytest.raises(ValueError, match="channels must be"):
         space.to_params(space.decode(wrong_channels))
+
+
+@given(
+    st.sampled_from([0.1, 0.25, 0.35, 0.5, 0.75, 1.0, 1.1, 1.6]),
+    st.sampled_from([0.3, 0.5, 0.75, 1.0, 1.2, 1.8]),
+    st.integers(8, 640),
+    st.lists(stages(), min_size=1, max_size=8),
+    st.integers(1, 64),
+    st.integers(1, 1280),
+    st.sampled_from(sorted(ACTIVATIONS)),
+    st.integers(1, 1000),
+    st.sampled_from([1, 3]),
+)
+@settings(max_examples=30, deadline=None)
+def test_operator_keys_without_building_match_the_built_network(
+    width: float,
+    depth: float,
+    resolution: int,
+    specs: list[StageSpec],
+    stem: int,
+    head: int,
+    act: str,
+    num_classes: int,
+    in_chans: int,
+) -> None:
+    """The lookup-table predictor prices candidates from keys worked out without building the
+    network; they must be the keys read from the network `build` makes."""
+    from search_spaces.efficientnet.operators import operator_keys, operators
+
+    small = [  # small enough to build quickly; SE that keeps at least one channel
+        replace(s, repeats=min(s.repeats, 3), channels=min(s.channels, 192), se=s.se and 0.25)
+        for s in specs
+    ]
+    c = EfficientNetCandidate(width, depth, resolution, tuple(small), stem, head, act)
+    built = operators(c, build(c, num_classes, in_chans))
+    assert operator_keys(c, num_classes, in_chans) == [op.key for op in built]
