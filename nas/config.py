@@ -311,6 +311,14 @@ class EHVIConfig(StrictModel):
         description="candidates scored per trial when the space is too large to score all of it",
     )
     refit_every: int = Field(5, ge=1, description="trials between surrogate kernel refits")
+    budget_sweep: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="share of suggestions that chase the best accuracy under one latency "
+        "budget (cycling over the front's latency range) instead of the whole front's "
+        "hypervolume",
+    )
     latency: Literal["auto", "known", "modelled"] = Field(
         "auto",
         description="known: pool latency from the device's table or predictor (or the "

@@ -110,6 +110,7 @@ def make_sampler(
             n_startup_trials=cfg.ehvi.n_startup_trials,
             pool_size=cfg.ehvi.pool_size,
             refit_every=cfg.ehvi.refit_every,
+            budget_sweep=cfg.ehvi.budget_sweep,
             max_latency_ms=cfg.constraints.max_latency_ms,
         )
     return optuna.samplers.RandomSampler(seed=seed)

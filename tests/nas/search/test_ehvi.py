@@ -175,3 +175,28 @@ def test_the_surrogate_works_on_log_error_for_fractions_only() -> None:
     assert scaled[4] - scaled[3] > 5 * (scaled[2] - scaled[1])  # a point near the top weighs more
     percent = acc * 100
     assert np.array_equal(log_error_scale(percent), percent)  # not fractions: untouched
+
+
+def test_budget_steps_alternate_with_hypervolume_steps_and_keep_their_budget() -> None:
+    """With budget_sweep 0.5, every other suggestion chases the best accuracy under a budget
+    from the current front's latencies, the budgets rising through its range; the suggestion
+    keeps that budget. With 0, no step has a budget."""
+    sweeper = sampler(budget_sweep=0.5)
+    study = optuna.create_study(directions=DIRECTIONS, sampler=sweeper)
+    run(study, 5)
+    budgets = []
+    for _ in range(10):
+        done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        acc = np.array([t.values[0] for t in done])
+        lat = np.array([t.values[1] for t in done])
+        budget = sweeper._budget(len(done), acc, lat, np.ones(len(done), dtype=bool))
+        params = run(study, 1)[0]
+        budgets.append(budget)
+        if budget is not None:
+            assert latency(params) <= budget
+    assert [b is None for b in budgets] == [True, False] * 5
+    assert np.all(np.diff([b for b in budgets if b is not None][:5]) > 0)
+    plain = sampler(budget_sweep=0.0)
+    assert all(plain._budget(n, acc, lat, np.ones(len(acc), dtype=bool)) is None for n in range(30))
+    with pytest.raises(ValueError, match=r"budget_sweep must be in \[0, 1\], got 1.5"):
+        EHVISampler(budget_sweep=1.5)
