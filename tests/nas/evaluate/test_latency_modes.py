@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pandas as pd
 import pytest
@@ -125,3 +126,36 @@ def test_lookup_predictor_reads_the_config_s_table(small_table: Path) -> None:
     threads = parse_config(deep_update(raw, {"latency": {"threads": 2}}), source="t")
     with pytest.raises(TableError, match="1 threads, the config asks for 2"):
         lookup_predictor(threads, space, small_table.parent)
+
+
+def test_ehvi_prices_its_pool_with_the_lookup_table(
+    small_table: Path, tmp_path: Path, write_config
+) -> None:
+    """On the EfficientNet space with predicted latency, ehvi knows every pool candidate's
+    latency before training it: the latencies it is handed are the lookup table's, for
+    thousands of candidates, and the search it drives completes."""
+    from nas.evaluate.pool import foresight
+
+    raw = deep_update(
+        SMALL_CONFIG,
+        {
+            "latency": {"mode": "predicted", "table": str(small_table)},
+            "search": {"sampler": "ehvi", "n_trials": 4, "ehvi": {"n_startup_trials": 2}},
+        },
+    )
+    config = parse_config(raw, source="test")
+    space = get_space("efficientnet", config.space)
+    ahead = foresight(config, space, tmp_path, None)  # no latency source: the table's predictor
+    assert ahead.latency_of is not None
+    predictor, _ = lookup_predictor(config, space, tmp_path)
+    rng = np.random.default_rng(0)
+    params = [space.to_params(space.sample(rng)) for _ in range(2048)]
+    priced = np.asarray(ahead.latency_of(params))
+    expected = predictor.predict([space.from_params(p) for p in params[:20]])
+    assert np.allclose(priced[:20], expected) and (priced > 0).all()
+
+    runs = tmp_path / "runs"
+    proc = run_cli("search", write_config(raw), "--runs-dir", runs)
+    assert proc.returncode == 0, proc.stderr
+    done = _trials(runs).query("state == 'COMPLETE'")
+    assert len(done) == 4 and done["candidate"].nunique() == 4
