@@ -6,7 +6,7 @@ of trained candidates, the same seeds, and latency from the device's lookup-tabl
 same latencies, after each trial). Prints, per seed and averaged: the hypervolume of each
 front at a quarter, half and all of the trials (reference point: the lowest accuracy and 1.1x
 the slowest latency any run saw), the ratio ehvi / NSGA-II, and the best accuracy each found
-under the latency budgets at 25/50/75 % of the latency range both fronts span. The runs are
+under the latency budgets at 25/50/75 % of the latency range all runs span. The runs are
 ordinary runs under ``--runs-dir`` (resumed when the command is run again), so every front can
 be opened with ``nas report`` or exported.
 
@@ -23,10 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import yaml
 
 from nas import api
 from nas.pareto import hypervolume_2d
+from nas.report.choice import best_under
+from nas.report.tables import trials_frame
 from nas.run import Run
 from nas.storage import load_study
 
@@ -54,19 +57,20 @@ def configure(raw: dict[str, Any], sampler: str, seed: int, args: argparse.Names
     return config
 
 
-def completed(run_dir: Path) -> list[tuple[float, float]]:
-    """(accuracy, latency ms) of the run's completed trials, in trial order."""
-    study = load_study(Run.open(run_dir))
-    return [
-        (float(t.values[0]), float(t.values[1]))
-        for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
-        if t.state.name == "COMPLETE"
-    ]
+def trials(run_dir: Path, count: int) -> pd.DataFrame:
+    """The run's first `count` trials, as `nas report` tables them."""
+    return trials_frame(load_study(Run.open(run_dir))).head(count)
 
 
-def best_under(points: np.ndarray, limit: float) -> float:
-    under = points[points[:, 1] <= limit, 0]
-    return float(under.max()) if len(under) else float("nan")
+def points(frame: pd.DataFrame) -> np.ndarray:
+    """(accuracy, latency ms) of the completed trials, in trial order."""
+    done = frame[frame["state"] == "COMPLETE"]
+    return done[["accuracy", "latency_p50_ms"]].to_numpy(float)
+
+
+def best_accuracy_under(frame: pd.DataFrame, limit: float) -> float:
+    best = best_under(frame, limit)  # what `nas report` picks for the budget
+    return float("nan") if best is None else float(best["accuracy"])
 
 
 def main() -> None:
@@ -84,7 +88,7 @@ def main() -> None:
         parser.error("--trials must be >= 4 and --seeds >= 1")
 
     raw = yaml.safe_load(args.config.read_text())
-    results: dict[tuple[str, int], np.ndarray] = {}
+    results: dict[tuple[str, int], pd.DataFrame] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(args.seeds):
             for sampler in SAMPLERS:
@@ -95,10 +99,9 @@ def main() -> None:
                 api.search(
                     api.SearchOptions(config=path, n_trials=args.trials, runs_dir=args.runs_dir)
                 )
-                points = np.asarray(completed(args.runs_dir / config["name"]))
-                results[sampler, seed] = points[: args.trials]
+                results[sampler, seed] = trials(args.runs_dir / config["name"], args.trials)
 
-    everything = np.vstack(list(results.values()))
+    everything = np.vstack([points(frame) for frame in results.values()])
     reference = (float(everything[:, 0].min()), 1.1 * float(everything[:, 1].max()))
     low, high = float(everything[:, 1].min()), float(everything[:, 1].max())
     limits = [low + q * (high - low) for q in BUDGETS]
@@ -113,13 +116,15 @@ def main() -> None:
     hv: dict[tuple[str, int], list[float]] = {}
     for seed in range(args.seeds):
         for sampler in SAMPLERS:
-            points = results[sampler, seed]
+            frame = results[sampler, seed]
             hv[sampler, seed] = [
-                hypervolume_2d(points[: max(1, round(f * len(points)))], (True, False), reference)
+                hypervolume_2d(
+                    points(frame.head(max(1, round(f * len(frame))))), (True, False), reference
+                )
                 for f in FRACTIONS
             ]
             row = "".join(f"{v:>10.4f}" for v in hv[sampler, seed])
-            row += "".join(f"{best_under(points, v):>13.3f}" for v in limits)
+            row += "".join(f"{best_accuracy_under(frame, v):>13.3f}" for v in limits)
             print(f"{seed:<6}{sampler:<8}{row}")
     mean = {s: np.mean([hv[s, k] for k in range(args.seeds)], axis=0) for s in SAMPLERS}
     for sampler in SAMPLERS:
