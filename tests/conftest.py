@@ -66,6 +66,29 @@ def deep_update(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]
     return out
 
 
+# Test files that start Ray (a local instance or the loopback cluster). `ray stop --force` ends
+# every Ray process on the machine, so under pytest-xdist these files run one after another in
+# one test process, as if they were one file. A test file that takes the `cluster` fixture
+# belongs here.
+RAY_TESTS = ("tests/nas/cluster/", "tests/nas/serving/", "tests/nas/service/test_ray_jobs.py")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadfile` (scripts/test's): each file whole in one test process, so its
+    module-scoped fixtures are built once, and the Ray test files together in one."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class RayTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "ray" if path.startswith(RAY_TESTS) else path
+
+    return RayTogether(config, log)
+
+
 @pytest.fixture
 def write_config(tmp_path: Path):
     """write_config(changes=None, name="config.yaml") -> path of a small config with changes."""
