@@ -17,6 +17,14 @@ A stopped trial keeps its last accuracy on the front. Rules replayed:
   tie-break of Salinas et al., "A multi-objective perspective on jointly tuning hardware and
   hyperparameters", NAS workshop at ICLR 2021), driven as a library: each epoch's result goes
   to its `on_trial_result`, and its STOP ends the trial.
+- moasha-ranked: the same scheduler with the priority the paper describes. In syne-tune 0.16,
+  `NonDominatedPriority` returns the sorted order (item indices, best first) where the rung
+  expects each item's priority, so a new result is judged by the index of whichever result
+  sorts last: it is stopped only when it sorts last itself, or when the worst result at the
+  rung happens to have arrived late (of five results in a chain, the fourth is kept). Here
+  each result's priority is its position in the sort (fronts in turn, the epsilon-net order
+  within a front), so a result is stopped when it falls outside the top 1/r, as the paper
+  says.
 
 Both rules use rungs at 1, r, r^2, ... epochs for the reduction factors given (default 2 and 3).
 
@@ -151,10 +159,37 @@ class Ours:
         return verdict is not None
 
 
-class Moasha:
-    """Syne Tune's MOASHA, fed the same results one epoch at a time."""
+def ranked_priority() -> Any:
+    """Syne Tune's non-dominated priority, returned as each item's position in the sort."""
+    from syne_tune.optimizer.schedulers.multiobjective.multiobjective_priority import MOPriority
+    from syne_tune.optimizer.schedulers.multiobjective.non_dominated_priority import (
+        compute_epsilon_net,
+        pareto_efficient,
+    )
 
-    def __init__(self, reduction_factor: int, epochs: int, seed: int) -> None:
+    class RankedNonDominatedPriority(MOPriority):
+        def priority_unsafe(self, objectives: np.ndarray) -> np.ndarray:
+            remaining = np.arange(len(objectives))
+            order: list[int] = []
+            while remaining.size:
+                on_front = pareto_efficient(objectives[remaining])
+                front = remaining[on_front]
+                # compute_epsilon_net gives each front member its rank (seeded at the lowest
+                # value of the first objective); argsort turns ranks into an order
+                order.extend(front[np.argsort(compute_epsilon_net(objectives[front], dim=0))])
+                remaining = remaining[~on_front]
+            position = np.empty(len(objectives), dtype=int)
+            position[order] = np.arange(len(order))
+            return position
+
+    return RankedNonDominatedPriority()
+
+
+class Moasha:
+    """Syne Tune's MOASHA, fed the same results one epoch at a time; `ranked`: with each
+    result ranked by its own position in the non-dominated sort (`ranked_priority`)."""
+
+    def __init__(self, reduction_factor: int, epochs: int, seed: int, ranked: bool = False) -> None:
         try:
             from syne_tune.backend.trial_status import Trial
             from syne_tune.optimizer.schedulers.multiobjective.moasha import MOASHA
@@ -162,7 +197,7 @@ class Moasha:
             raise SystemExit(
                 f"Syne Tune is not installed ({exc}); pip install --no-deps syne-tune==0.16.0"
             ) from exc
-        self.name = f"moasha (r={reduction_factor})"
+        self.name = f"moasha{'-ranked' if ranked else ''} (r={reduction_factor})"
         self._trial = Trial
         self.scheduler = MOASHA(
             config_space={},
@@ -173,6 +208,7 @@ class Moasha:
             grace_period=1,
             reduction_factor=reduction_factor,
             random_seed=seed,
+            multiobjective_priority=ranked_priority() if ranked else None,
         )
         self.trials: dict[int, Any] = {}
 
@@ -240,6 +276,7 @@ def run(
         rules: list[Rule] = [NoStopping()]
         rules += [Ours(r) for r in factors]
         rules += [Moasha(r, epochs, seed) for r in factors]
+        rules += [Moasha(r, epochs, seed, ranked=True) for r in factors]
         for rule in rules:
             out = replay(curves, order, rule, reference)
             spent = len(out.hypervolume)
@@ -266,7 +303,7 @@ def report(frame: pd.DataFrame, plain_epochs: int, seeds: int, n_curves: int) ->
         f"{plain_epochs} epochs without stopping; hypervolume in % of its final"
     )
     header = "".join(f"{'hv@' + format(s, '.0%'):>9}" for s in SHARES)
-    print(f"{'rule':<16}{header}{'epochs to target':>18}{'x plain':>9}{'reached':>9}"
+    print(f"{'rule':<22}{header}{'epochs to target':>18}{'x plain':>9}{'reached':>9}"
           f"{'trials/100 ep':>15}")  # fmt: skip
     for rule, part in frame.groupby("rule", sort=False):
         reached = np.isfinite(part["epochs_to_target"])
@@ -274,7 +311,7 @@ def report(frame: pd.DataFrame, plain_epochs: int, seeds: int, n_curves: int) ->
         cells = "".join(f"{part[f'hv@{s:.0%}'].mean():>9.1f}" for s in SHARES)
         ratio = f"{median / plain_epochs:>9.2f}" if math.isfinite(median) else f"{'-':>9}"
         print(
-            f"{rule:<16}{cells}{median:>18.0f}{ratio}{int(reached.sum()):>5}/{len(part):<3}"
+            f"{rule:<22}{cells}{median:>18.0f}{ratio}{int(reached.sum()):>5}/{len(part):<3}"
             f"{part['trials_per_100_epochs'].mean():>15.1f}"
         )
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -111,3 +112,24 @@ def test_bad_curves_are_refused_in_one_line(tmp_path: Path) -> None:
     ]
     proc = replay_cli("--curves", tmp_path / "none.csv")
     assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+def test_moasha_ranked_judges_each_result_by_its_own_place_in_the_sort() -> None:
+    es = bench()
+    priority = es.ranked_priority()
+    chain = np.array([[0.1, 1.0], [0.5, 5.0], [0.2, 2.0], [0.3, 3.0], [0.4, 4.0]])
+    assert priority(chain).tolist() == [0, 4, 1, 2, 3]  # a chain: every point its own front
+    front = np.array([[0.3, 1.0], [0.1, 3.0], [0.2, 2.0], [0.9, 9.0]])
+    # one front of three, seeded at the lowest error, then the farthest from it; last the
+    # dominated point
+    assert priority(front).tolist() == [1, 0, 2, 3]
+    rules = {ranked: es.Moasha(2, 4, seed=0, ranked=ranked) for ranked in (False, True)}
+    stopped = {}
+    for ranked, rule in rules.items():
+        # the worst of five arrives second; the fifth places fourth of five, outside the
+        # top half, yet the shipped priority judges it by the second's index (1 of 5)
+        for trial, (error, latency) in enumerate(chain):
+            rule.start(trial)
+            verdict = rule.stop(trial, 1, 1.0 - error, latency)
+        stopped[ranked] = verdict
+    assert stopped == {False: False, True: True}
