@@ -26,7 +26,8 @@ A stopped trial keeps its last accuracy on the front. Rules replayed:
   within a front), so a result is stopped when it falls outside the top 1/r, as the paper
   says.
 
-Both rules use rungs at 1, r, r^2, ... epochs for the reduction factors given (default 2 and 3).
+Both rules use rungs at g, g r, g r^2, ... epochs for the reduction factors r (default 2 and
+3) and grace periods g (default 1) given.
 
 The plain search is ``--plain-trials`` candidates trained fully, without stopping; its final
 hypervolume is the target. Printed per rule, averaged over seeds: hypervolume reached after
@@ -38,7 +39,8 @@ accuracy and the highest latency among the curves (latency x 1.01).
     .venv/bin/nas search benchmarks/learning_curves.yaml      # hours: 64 x 8 epochs
     .venv/bin/python benchmarks/early_stopping_replay.py --from-run runs/learning-curves
     .venv/bin/python benchmarks/early_stopping_replay.py [--curves CSV] [--seeds 50]
-        [--plain-trials 32] [--reduction-factors 2 3] [--plot runs/benchmarks/early_stopping.html]
+        [--plain-trials 32] [--reduction-factors 2 3] [--grace-periods 1 2]
+        [--plot runs/benchmarks/early_stopping.html]
 
 Syne Tune: ``pip install --no-deps syne-tune==0.16.0`` (scripts/env.sh does it; its declared
 dependencies serve parts of Syne Tune the replay does not use).
@@ -139,13 +141,17 @@ class NoStopping:
         return False
 
 
+def settings(reduction_factor: int, grace: int) -> str:
+    return f"r={reduction_factor}" + (f", g={grace}" if grace != 1 else "")
+
+
 class Ours:
     """The search's own rule, asked exactly as the search loop asks it."""
 
-    def __init__(self, reduction_factor: int, min_trials: int = 4) -> None:
-        self.name = f"ours (r={reduction_factor})"
+    def __init__(self, reduction_factor: int, min_trials: int = 4, grace: int = 1) -> None:
+        self.name = f"ours ({settings(reduction_factor, grace)})"
         self.rule = ParetoSuccessiveHalving(
-            min_epochs=1, reduction_factor=reduction_factor, min_trials=min_trials
+            min_epochs=grace, reduction_factor=reduction_factor, min_trials=min_trials
         )
         self.history: list[Checkpoint] = []
 
@@ -189,7 +195,9 @@ class Moasha:
     """Syne Tune's MOASHA, fed the same results one epoch at a time; `ranked`: with each
     result ranked by its own position in the non-dominated sort (`ranked_priority`)."""
 
-    def __init__(self, reduction_factor: int, epochs: int, seed: int, ranked: bool = False) -> None:
+    def __init__(
+        self, reduction_factor: int, epochs: int, seed: int, ranked: bool = False, grace: int = 1
+    ) -> None:
         try:
             from syne_tune.backend.trial_status import Trial
             from syne_tune.optimizer.schedulers.multiobjective.moasha import MOASHA
@@ -197,7 +205,7 @@ class Moasha:
             raise SystemExit(
                 f"Syne Tune is not installed ({exc}); pip install --no-deps syne-tune==0.16.0"
             ) from exc
-        self.name = f"moasha{'-ranked' if ranked else ''} (r={reduction_factor})"
+        self.name = f"moasha{'-ranked' if ranked else ''} ({settings(reduction_factor, grace)})"
         self._trial = Trial
         self.scheduler = MOASHA(
             config_space={},
@@ -205,7 +213,7 @@ class Moasha:
             do_minimize=True,
             time_attr="epoch",
             max_t=epochs,
-            grace_period=1,
+            grace_period=grace,
             reduction_factor=reduction_factor,
             random_seed=seed,
             multiobjective_priority=ranked_priority() if ranked else None,
@@ -260,7 +268,11 @@ def epochs_to_reach(trace: np.ndarray, target: float) -> float:
 
 
 def run(
-    curves: Sequence[Curve], seeds: int, plain_trials: int, factors: Sequence[int]
+    curves: Sequence[Curve],
+    seeds: int,
+    plain_trials: int,
+    factors: Sequence[int],
+    graces: Sequence[int] = (1,),
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray], int]:
     """One row per (rule, seed), mean hypervolume traces per rule, and the plain search's
     epochs."""
@@ -274,9 +286,10 @@ def run(
         plain = replay(curves, order[:plain_trials], NoStopping(), reference)
         target = float(plain.hypervolume[-1])
         rules: list[Rule] = [NoStopping()]
-        rules += [Ours(r) for r in factors]
-        rules += [Moasha(r, epochs, seed) for r in factors]
-        rules += [Moasha(r, epochs, seed, ranked=True) for r in factors]
+        pairs = [(r, g) for g in graces for r in factors]
+        rules += [Ours(r, grace=g) for r, g in pairs]
+        rules += [Moasha(r, epochs, seed, grace=g) for r, g in pairs]
+        rules += [Moasha(r, epochs, seed, ranked=True, grace=g) for r, g in pairs]
         for rule in rules:
             out = replay(curves, order, rule, reference)
             spent = len(out.hypervolume)
@@ -303,7 +316,7 @@ def report(frame: pd.DataFrame, plain_epochs: int, seeds: int, n_curves: int) ->
         f"{plain_epochs} epochs without stopping; hypervolume in % of its final"
     )
     header = "".join(f"{'hv@' + format(s, '.0%'):>9}" for s in SHARES)
-    print(f"{'rule':<22}{header}{'epochs to target':>18}{'x plain':>9}{'reached':>9}"
+    print(f"{'rule':<26}{header}{'epochs to target':>18}{'x plain':>9}{'reached':>9}"
           f"{'trials/100 ep':>15}")  # fmt: skip
     for rule, part in frame.groupby("rule", sort=False):
         reached = np.isfinite(part["epochs_to_target"])
@@ -311,7 +324,7 @@ def report(frame: pd.DataFrame, plain_epochs: int, seeds: int, n_curves: int) ->
         cells = "".join(f"{part[f'hv@{s:.0%}'].mean():>9.1f}" for s in SHARES)
         ratio = f"{median / plain_epochs:>9.2f}" if math.isfinite(median) else f"{'-':>9}"
         print(
-            f"{rule:<22}{cells}{median:>18.0f}{ratio}{int(reached.sum()):>5}/{len(part):<3}"
+            f"{rule:<26}{cells}{median:>18.0f}{ratio}{int(reached.sum()):>5}/{len(part):<3}"
             f"{part['trials_per_100_epochs'].mean():>15.1f}"
         )
 
@@ -339,6 +352,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=50)
     parser.add_argument("--plain-trials", type=int, default=32)
     parser.add_argument("--reduction-factors", type=int, nargs="+", default=[2, 3])
+    parser.add_argument("--grace-periods", type=int, nargs="+", default=[1])
     parser.add_argument("--plot", type=Path)
     args = parser.parse_args(argv)
     if args.from_run is not None:
@@ -351,7 +365,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(f"--plain-trials must be in 2..{len(curves)} (the curves recorded)")
     if any(r < 2 for r in args.reduction_factors):
         parser.error("--reduction-factors must be >= 2")
-    frame, traces, plain_epochs = run(curves, args.seeds, args.plain_trials, args.reduction_factors)
+    epochs = len(curves[0].accuracy)
+    if any(not 1 <= g < epochs for g in args.grace_periods):
+        parser.error(f"--grace-periods must be in 1..{epochs - 1} (the curves have {epochs} epochs)")
+    frame, traces, plain_epochs = run(
+        curves, args.seeds, args.plain_trials, args.reduction_factors, args.grace_periods
+    )
     report(frame, plain_epochs, args.seeds, len(curves))
     if args.plot is not None:
         plot(traces, plain_epochs, args.plot)

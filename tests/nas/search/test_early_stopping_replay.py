@@ -133,3 +133,18 @@ def test_moasha_ranked_judges_each_result_by_its_own_place_in_the_sort() -> None
             verdict = rule.stop(trial, 1, 1.0 - error, latency)
         stopped[ranked] = verdict
     assert stopped == {False: False, True: True}
+
+
+def test_grace_periods_move_the_first_rung(curves: Path) -> None:
+    es = bench()
+    recorded = es.read_curves(curves)
+    frame, _, plain_epochs = es.run(recorded, 2, 3, [2], graces=[1, 2])
+    assert plain_epochs == 9
+    assert {"ours (r=2)", "ours (r=2, g=2)", "moasha-ranked (r=2, g=2)"} <= set(frame["rule"])
+    ref = es.reference_point(recorded)
+    order = list(range(len(recorded)))
+    late = es.replay(recorded, order, es.Ours(2, min_trials=2, grace=2), ref)
+    # nothing stops before its second epoch: every trial trains at least two
+    assert len(late.hypervolume) >= 2 * len(recorded)
+    proc = replay_cli("--curves", curves, "--plain-trials", "3", "--grace-periods", "3")
+    assert proc.returncode == 2 and "--grace-periods must be in 1..2" in proc.stderr
