@@ -21,12 +21,13 @@ A stopped trial keeps its last accuracy on the front. Rules replayed:
   `NonDominatedPriority` returns the sorted order (item indices, best first) where the rung
   expects each item's priority, so a new result is judged by the index of whichever result
   sorts last: it is stopped only when it sorts last itself, or when the worst result at the
-  rung happens to have arrived late (of five results in a chain, the fourth is kept). Here
+  rung happens to have arrived late (a result placing fourth of five is kept when the worst
+  one arrived second). Here
   each result's priority is its position in the sort (fronts in turn, the epsilon-net order
   within a front), so a result is stopped when it falls outside the top 1/r, as the paper
   says.
 
-Both rules use rungs at g, g r, g r^2, ... epochs for the reduction factors r (default 2 and
+Every rule uses rungs at g, g r, g r^2, ... epochs for the reduction factors r (default 2 and
 3) and grace periods g (default 1) given.
 
 The plain search is ``--plain-trials`` candidates trained fully, without stopping; its final
@@ -367,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("--reduction-factors must be >= 2")
     epochs = len(curves[0].accuracy)
     if any(not 1 <= g < epochs for g in args.grace_periods):
-        parser.error(f"--grace-periods must be in 1..{epochs - 1} (the curves have {epochs} epochs)")
+        parser.error(f"--grace-periods must be in 1..{epochs - 1} (the curves' epochs less one)")
     frame, traces, plain_epochs = run(
         curves, args.seeds, args.plain_trials, args.reduction_factors, args.grace_periods
     )
