@@ -148,3 +148,16 @@ def test_grace_periods_move_the_first_rung(curves: Path) -> None:
     assert len(late.hypervolume) >= 2 * len(recorded)
     proc = replay_cli("--curves", curves, "--plain-trials", "3", "--grace-periods", "3")
     assert proc.returncode == 2 and "--grace-periods must be in 1..2" in proc.stderr
+
+
+def test_shipped_moasha_stops_the_best_result_when_the_worst_arrived_late() -> None:
+    es = bench()
+    # four results, each worse than the one before, then the best in both objectives
+    arrivals = [(0.2, 2.0), (0.3, 3.0), (0.4, 4.0), (0.5, 5.0), (0.1, 1.0)]
+    verdicts = {}
+    for ranked in (False, True):
+        rule = es.Moasha(2, 4, seed=0, ranked=ranked)
+        for trial, (error, latency) in enumerate(arrivals):
+            rule.start(trial)
+            verdicts[ranked] = rule.stop(trial, 1, 1.0 - error, latency)
+    assert verdicts == {False: True, True: False}
