@@ -37,6 +37,7 @@ LONG_TRIALS = {"data": {"train_size": 1400}, "training": {"epochs": 5}}
 # Upper bounds only, far above the usual (a search here takes 1-3 min): beside the other test
 # process and a busy host, trials on the 1-CPU nodes have run 6x slower than alone.
 SEARCH_TIMEOUT = 1200
+FIRST_TRIAL_WAIT = 600  # the same, for a search's first trial
 
 
 def write(tmp_path: Path, changes: dict[str, Any], name: str = "config.yaml") -> Path:
@@ -165,7 +166,7 @@ def test_killing_a_worker_node_loses_and_duplicates_nothing(
         text=True,
     )
     try:
-        wait_for(cluster.worker_runs_trial, 600, "a trial on the second node")
+        wait_for(cluster.worker_runs_trial, FIRST_TRIAL_WAIT, "a trial on the second node")
         assert cluster.kill_worker() > 0  # in the middle of that trial
         _, err = driver.communicate(timeout=SEARCH_TIMEOUT)
     finally:
@@ -191,7 +192,9 @@ def test_killed_driver_resumes_with_the_exact_count(tmp_path: Path, cluster: Ray
     )
     run = runs / "driverkill"
     try:
-        wait_for(lambda: "COMPLETE" in trial_states(run), 600, "a first completed trial")
+        wait_for(
+            lambda: "COMPLETE" in trial_states(run), FIRST_TRIAL_WAIT, "a first completed trial"
+        )
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait(timeout=30)
     finally:

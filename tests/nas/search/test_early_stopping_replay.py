@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -114,6 +115,18 @@ def test_bad_curves_are_refused_in_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "does not exist" in proc.stderr
 
 
+def last_verdicts(es: ModuleType, arrivals: Sequence[Sequence[float]]) -> dict[bool, bool]:
+    """Whether MOASHA, shipped (False) and ranked (True), stops the last of `arrivals`
+    ((error, latency) pairs, each a new trial at the first rung)."""
+    verdicts = {}
+    for ranked in (False, True):
+        rule = es.Moasha(2, 4, seed=0, ranked=ranked)
+        for trial, (error, latency) in enumerate(arrivals):
+            rule.start(trial)
+            verdicts[ranked] = rule.stop(trial, 1, 1.0 - error, latency)
+    return verdicts
+
+
 def test_moasha_ranked_judges_each_result_by_its_own_place_in_the_sort() -> None:
     es = bench()
     priority = es.ranked_priority()
@@ -123,16 +136,9 @@ def test_moasha_ranked_judges_each_result_by_its_own_place_in_the_sort() -> None
     # one front of three, seeded at the lowest error, then the farthest from it; last the
     # dominated point
     assert priority(front).tolist() == [1, 0, 2, 3]
-    rules = {ranked: es.Moasha(2, 4, seed=0, ranked=ranked) for ranked in (False, True)}
-    stopped = {}
-    for ranked, rule in rules.items():
-        # the worst of five arrives second; the fifth places fourth of five, outside the
-        # top half, yet the shipped priority judges it by the second's index (1 of 5)
-        for trial, (error, latency) in enumerate(chain):
-            rule.start(trial)
-            verdict = rule.stop(trial, 1, 1.0 - error, latency)
-        stopped[ranked] = verdict
-    assert stopped == {False: False, True: True}
+    # the worst of five arrives second; the fifth places fourth of five, outside the top half,
+    # yet the shipped priority judges it by the second's index (1 of 5)
+    assert last_verdicts(es, chain.tolist()) == {False: False, True: True}
 
 
 def test_grace_periods_move_the_first_rung(curves: Path) -> None:
@@ -151,13 +157,6 @@ def test_grace_periods_move_the_first_rung(curves: Path) -> None:
 
 
 def test_shipped_moasha_stops_the_best_result_when_the_worst_arrived_late() -> None:
-    es = bench()
     # four results, each worse than the one before, then the best in both objectives
     arrivals = [(0.2, 2.0), (0.3, 3.0), (0.4, 4.0), (0.5, 5.0), (0.1, 1.0)]
-    verdicts = {}
-    for ranked in (False, True):
-        rule = es.Moasha(2, 4, seed=0, ranked=ranked)
-        for trial, (error, latency) in enumerate(arrivals):
-            rule.start(trial)
-            verdicts[ranked] = rule.stop(trial, 1, 1.0 - error, latency)
-    assert verdicts == {False: True, True: False}
+    assert last_verdicts(bench(), arrivals) == {False: True, True: False}
