@@ -218,14 +218,13 @@ def test_cancel_stops_cleanly_and_resume_reaches_the_exact_count(served: Served)
         )
         from tests.services import wait_for
 
-        wait_for(
-            lambda: (
-                (client.get("/api/searches/stop").json().get("progress") or {}).get("done", 0) >= 1
-            ),
-            300,
-            "a first finished trial",
-            interval=1,
-        )
+        def second_trial_running() -> bool:
+            progress = client.get("/api/searches/stop").json().get("progress") or {}
+            return progress.get("done", 0) >= 1 and progress.get("running", 0) >= 1
+
+        # Cancelled between two trials, the search would leave nothing to interrupt: wait until
+        # the second trial trains.
+        wait_for(second_trial_running, 300, "a finished trial and a running one", interval=0.2)
         assert client.post("/api/searches/stop/cancel").status_code == 202
         follow_events(client, "stop")
         view = client.get("/api/searches/stop").json()
