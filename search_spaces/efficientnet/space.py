@@ -169,6 +169,22 @@ class EfficientNetSpace:
             f" with repeats_delta {list(self._by_name[f's{i}_repeats_delta'].values)}"
         )
 
+    def largest(self) -> EfficientNetCandidate:
+        """The candidate with every ordered choice at its largest (the first activations).
+
+        Every candidate's weight tensors fit inside this one's: channels, expansion, kernel,
+        squeeze-excitation and repeats only grow with their choices. It is the supernet.
+        """
+        return self.from_params(
+            {d.name: max(d.values) if d.ordered else d.values[0] for d in self._dims}
+        )
+
+    def smallest(self) -> EfficientNetCandidate:
+        """The candidate with every ordered choice at its smallest (the first activations)."""
+        return self.from_params(
+            {d.name: min(d.values) if d.ordered else d.values[0] for d in self._dims}
+        )
+
     # -- protocol ---------------------------------------------------------------------------
 
     def sample(self, rng: np.random.Generator) -> EfficientNetCandidate:
