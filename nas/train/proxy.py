@@ -63,7 +63,7 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def _optimizer(model: nn.Module, cfg: TrainingConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, cfg: TrainingConfig) -> torch.optim.Optimizer:
     # No weight decay on norm parameters and biases (timm's `param_groups_weight_decay`).
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
@@ -76,7 +76,7 @@ def _optimizer(model: nn.Module, cfg: TrainingConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
-def _scheduler(
+def make_scheduler(
     opt: torch.optim.Optimizer, cfg: TrainingConfig, steps: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
     if cfg.schedule == "onecycle":
@@ -158,10 +158,10 @@ def train_proxy(
     state = _State(
         model=model,
         generator=torch.Generator().manual_seed(seed),
-        opt=_optimizer(model, cfg),
+        opt=make_optimizer(model, cfg),
         steps_per_epoch=math.ceil(len(data.train_x) / cfg.batch_size),
     )
-    state.sched = _scheduler(state.opt, cfg, cfg.epochs * state.steps_per_epoch)
+    state.sched = make_scheduler(state.opt, cfg, cfg.epochs * state.steps_per_epoch)
     result = TrainResult(accuracy=0.0, train_loss=math.nan)
     first = state.resume(checkpoint, result) if checkpoint is not None else 0
     for epoch in range(first, cfg.epochs):

@@ -77,11 +77,11 @@ def test_divergence_is_reported(digits) -> None:
 def test_onecycle_runs_whatever_the_step_count(steps: int, warmup: float) -> None:
     """Short schedules (a small training set, one epoch) step through without error and end
     below the peak; 4 steps at 25 % warm-up once divided by zero inside OneCycleLR."""
-    from nas.train.proxy import _scheduler
+    from nas.train.proxy import make_scheduler
 
     cfg = TrainingConfig(warmup_fraction=warmup)
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
-    sched = _scheduler(opt, cfg, steps)
+    sched = make_scheduler(opt, cfg, steps)
     rates = []
     for _ in range(steps):  # as training does: one scheduler step after each batch
         rates.append(opt.param_groups[0]["lr"])
