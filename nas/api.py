@@ -14,7 +14,7 @@ import pandas as pd
 
 from hwnas_base.progress import PhaseProgress, quiet
 from nas.cluster.connect import ray_environment
-from nas.config import RunConfig, config_from_text
+from nas.config import RunConfig, config_from_text, load_config
 from nas.devices.adapt import AdaptOptions
 from nas.devices.adapt import adapt_device as _adapt_device
 from nas.devices.calibrate import CalibrateOptions
@@ -28,6 +28,7 @@ from nas.devices.profiling import ProfileOptions
 from nas.devices.profiling import profile_device as _profile_device
 from nas.devices.tables import add_table as _add_table
 from nas.errors import RunError
+from nas.evaluate.supernet import evaluate_candidates, train_run_supernet
 from nas.export.compare import CompareOptions
 from nas.export.compare import compare as _compare
 from nas.export.exporter import ExportOptions, export_trial
@@ -81,6 +82,7 @@ __all__ = [
     "deployment_report",
     "deployment_status",
     "evaluate_predictor",
+    "evaluate_supernet",
     "export",
     "front_frame",
     "knee",
@@ -97,6 +99,7 @@ __all__ = [
     "side_by_side",
     "stop_deployment",
     "train",
+    "train_supernet",
     "trial",
     "trials",
     "worker",
@@ -265,3 +268,23 @@ def deployment_report(runs_dir: Path, name: str) -> list[dict[str, Any]]:
     rows = variant_rows(store.exposures(), config, state[0] if state else {})
     store.close()
     return rows
+
+
+def train_supernet(
+    config_path: Path,
+    *,
+    name: str | None = None,
+    runs_dir: Path = DEFAULT_RUNS_DIR,
+    progress: PhaseProgress = quiet,
+) -> dict[str, Any]:
+    """Train the weight-sharing supernet of a config's space into RUNS_DIR/NAME/supernet/
+    (rerunning resumes it); its record: the history of both ends' accuracy and the time."""
+    config = load_config(config_path).with_overrides(name=name)
+    return train_run_supernet(config, runs_dir, progress)
+
+
+def evaluate_supernet(
+    run_dir: Path, candidates: list[str], progress: PhaseProgress = quiet
+) -> list[dict[str, Any]]:
+    """Each candidate's accuracy with the run's supernet weights, and its latency."""
+    return evaluate_candidates(run_dir, candidates, progress)

@@ -905,6 +905,73 @@ def deploy_stop(
     out.print(f"{name}: stopped" if was else f"{name}: was not running")
 
 
+supernet_app = typer.Typer(
+    name="supernet",
+    no_args_is_help=True,
+    help="A weight-sharing supernet: train it once, then score any candidate in seconds.",
+)
+app.add_typer(supernet_app)
+
+
+@supernet_app.command("train")
+@user_errors
+def supernet_train(
+    config: Annotated[Path, typer.Argument(help="Run config (YAML) of an efficientnet space")],
+    name: Annotated[str | None, typer.Option(help="Run name; default: the config's name")] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where runs are written")] = Path("runs"),
+) -> None:
+    """Train the supernet of CONFIG's space on its proxy data (the `supernet` section).
+
+    Checkpoints every epoch; rerun the same command to resume. The weights land in
+    RUNS_DIR/NAME/supernet/supernet.pt, beside the run's config.
+    """
+    from nas import api
+
+    with _progress("supernet training interrupted; rerun the same command to resume") as bar:
+        record = api.train_supernet(config, name=name, runs_dir=runs_dir, progress=bar)
+    history = record["history"]
+    out.print(
+        f"supernet: {record['epochs']} epochs on {record['train_images']} images in "
+        f"{record['train_seconds']:.0f} s; validation accuracy of the largest sub-network "
+        f"{history['largest_accuracy'][-1]:.4f}, of the smallest "
+        f"{history['smallest_accuracy'][-1]:.4f}",
+        highlight=False,
+    )
+
+
+@supernet_app.command("evaluate")
+@user_errors
+def supernet_evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="A run with a trained supernet")],
+    candidates: Annotated[list[str], typer.Argument(help="Candidate strings of the run's space")],
+    fmt: Annotated[TableFormat, typer.Option("--format", help="Output format")] = (
+        TableFormat.table
+    ),
+) -> None:
+    """Score candidates with the supernet's weights (BatchNorm re-estimated on a few training
+    batches), and give each one's latency from the run's latency source."""
+    from nas import api
+
+    with _progress() as bar:
+        rows = api.evaluate_supernet(run_dir, candidates, bar)
+    if fmt is not TableFormat.table:
+        import pandas as pd
+
+        frame = pd.DataFrame(rows)
+        text = frame.to_csv(index=False) if fmt is TableFormat.csv else json.dumps(rows, indent=2)
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        return
+    table = Table("candidate", "accuracy", "latency ms", "scored in s")
+    for row in rows:
+        table.add_row(
+            row["candidate"],
+            f"{row['accuracy']:.4f}",
+            f"{row['latency_ms']:.3f}",
+            f"{row['score_seconds']:.2f}",
+        )
+    out.print(table)
+
+
 def main() -> None:
     app()
 

@@ -328,6 +328,21 @@ class EHVIConfig(StrictModel):
     )
 
 
+class SupernetConfig(StrictModel):
+    """The weight-sharing supernet of an EfficientNet space (`nas supernet train`), trained
+    with the sandwich rule and in-place distillation (see `nas.train.supernet`); the optimiser,
+    learning rate, schedule and batch size are the `training` section's."""
+
+    epochs: int = Field(5, ge=1, le=1000, description="passes over the proxy training images")
+    random_subnets: int = Field(
+        2, ge=0, le=16, description="random sub-networks per step besides the largest and smallest"
+    )
+    distillation: bool = Field(
+        True, description="sub-networks learn the largest one's predictions (in-place KD)"
+    )
+    temperature: float = Field(1.0, gt=0, le=100, description="softening of those predictions")
+
+
 class SearchConfig(StrictModel):
     sampler: Literal["nsga2", "tpe", "random", "gp", "ehvi"] = Field(
         "nsga2",
@@ -427,6 +442,7 @@ class RunConfig(StrictModel):
     search: SearchConfig = Field(default_factory=SearchConfig)
     compression: CompressionConfig = Field(default_factory=CompressionConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    supernet: SupernetConfig = Field(default_factory=SupernetConfig)
     benchmark: BenchmarkConfig | None = Field(
         None, description="tabular mode: score candidates from a table (no training, no timing)"
     )

@@ -35,8 +35,8 @@ import torch.nn.functional as F
 
 from hwnas_base.io import write_atomic
 from hwnas_base.progress import PhaseProgress, quiet
-from nas.config import TrainingConfig
-from nas.errors import TrainingDivergedError
+from nas.config import SupernetConfig, TrainingConfig
+from nas.errors import NASError, TrainingDivergedError
 from nas.train.data import ProxySplits
 from nas.train.proxy import (
     evaluate_accuracy,
@@ -50,25 +50,8 @@ from search_spaces.efficientnet.supernet import EfficientNetSupernet
 FORMAT = "nas-supernet/1"
 
 
-class SupernetFileError(ValueError):
+class SupernetFileError(NASError, ValueError):
     """A supernet file that cannot be used here: corrupt, or for another space or data."""
-
-
-@dataclass(frozen=True)
-class SupernetRecipe:
-    """How the supernet is trained (the rest of the recipe is the run's `training` section)."""
-
-    epochs: int = 5
-    random_subnets: int = 2
-    distillation: bool = True
-    temperature: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or self.random_subnets < 0 or self.temperature <= 0:
-            raise ValueError(
-                "need epochs >= 1, random_subnets >= 0 and temperature > 0; got "
-                f"{self.epochs}, {self.random_subnets}, {self.temperature}"
-            )
 
 
 @dataclass
@@ -113,7 +96,7 @@ def train_supernet(
     supernet: EfficientNetSupernet,
     data: ProxySplits,
     cfg: TrainingConfig,
-    recipe: SupernetRecipe,
+    recipe: SupernetConfig,
     *,
     seed: int,
     checkpoint: Path | None = None,
@@ -208,7 +191,7 @@ def _sandwich_step(
     labels: torch.Tensor,
     candidates: list[EfficientNetCandidate],
     cfg: TrainingConfig,
-    recipe: SupernetRecipe,
+    recipe: SupernetConfig,
 ) -> float:
     """Accumulate the gradients of one batch: the first candidate (the largest) on the labels,
     the others on its softened predictions (or on the labels without distillation); the

@@ -1,0 +1,103 @@
+"""`nas supernet train` and `nas supernet evaluate` end to end, in real subprocesses."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nas.config import load_config
+from search_spaces import get_space
+from tests.conftest import SMALL_CONFIG, deep_update, run_cli
+
+SUPERNET_CONFIG = deep_update(
+    SMALL_CONFIG,
+    {"name": "sn", "supernet": {"epochs": 1, "random_subnets": 1}, "data": {"train_size": 300}},
+)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("supernet")
+    config = root / "sn.yaml"
+    config.write_text(yaml.safe_dump(SUPERNET_CONFIG))
+    proc = run_cli("supernet", "train", config, "--runs-dir", root / "runs")
+    assert proc.returncode == 0, proc.stderr
+    assert "supernet: 1 epochs on 300 images" in proc.stdout
+    return root / "runs" / "sn"
+
+
+def test_train_writes_the_run_and_resumes_without_training_again(trained: Path) -> None:
+    for name in ("config.yaml", "supernet/supernet.pt", "supernet/supernet.json"):
+        assert (trained / name).is_file(), name
+    record = json.loads((trained / "supernet" / "supernet.json").read_text())
+    assert len(record["history"]["largest_accuracy"]) == 1
+    before = (trained / "supernet" / "supernet.pt").read_bytes()
+    again = run_cli("supernet", "train", trained / "config.yaml", "--runs-dir", trained.parent)
+    assert again.returncode == 0, again.stderr
+    assert (trained / "supernet" / "supernet.pt").read_bytes() == before
+    assert (
+        json.loads((trained / "supernet" / "supernet.json").read_text())["history"]
+        == (record["history"])
+    )
+
+
+def test_evaluate_scores_candidates_with_inherited_weights_and_their_latency(
+    trained: Path,
+) -> None:
+    config = load_config(trained / "config.yaml")
+    space = get_space("efficientnet", config.space)
+    largest = space.largest().encode()
+    smallest = space.smallest().encode()
+    proc = run_cli("supernet", "evaluate", trained, largest, smallest, "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert [r["candidate"] for r in rows] == [largest, smallest]
+    assert all(0 <= r["accuracy"] <= 1 and r["latency_ms"] > 0 for r in rows)
+    assert rows[0]["latency_source"] == "measured"
+    history = json.loads((trained / "supernet" / "supernet.json").read_text())["history"]
+    # Scoring is deterministic: the same batches re-estimate BatchNorm as after training.
+    assert rows[0]["accuracy"] == history["largest_accuracy"][-1]
+    assert rows[1]["accuracy"] == history["smallest_accuracy"][-1]
+    table = run_cli("supernet", "evaluate", trained, smallest)
+    assert table.returncode == 0 and smallest[:20] in table.stdout
+
+
+def test_bad_input_is_one_line_and_exit_code_2(trained: Path, tmp_path: Path) -> None:
+    config = load_config(trained / "config.yaml")
+    largest = get_space("efficientnet", config.space).largest()
+    wide_kernel = replace(
+        largest, stages=(replace(largest.stages[0], kernel=7), *largest.stages[1:])
+    ).encode()
+    cases = [
+        (("supernet", "evaluate", trained, wide_kernel), "outside the supernet's space"),
+        (("supernet", "evaluate", trained, "w0.5_nonsense"), "candidate 'w0.5_nonsense'"),
+        (("supernet", "evaluate", tmp_path, largest.encode()), "no config.yaml"),
+    ]
+    corrupt = tmp_path / "corrupt"
+    (corrupt / "supernet").mkdir(parents=True)
+    (corrupt / "config.yaml").write_text((trained / "config.yaml").read_text())
+    (corrupt / "supernet" / "supernet.pt").write_bytes(b"not a checkpoint")
+    cases.append(
+        (("supernet", "evaluate", corrupt, largest.encode()), "not a readable supernet file")
+    )
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(deep_update(SUPERNET_CONFIG, {"seed": 1})))
+    cases.append(
+        (
+            ("supernet", "train", changed, "--runs-dir", trained.parent),
+            "was started with a different config (seed differ)",
+        )
+    )
+    nb201 = tmp_path / "nb201.yaml"
+    nb201.write_text(yaml.safe_dump({**SUPERNET_CONFIG, "space": {"name": "nb201"}}))
+    cases.append((("supernet", "train", nb201, "--runs-dir", tmp_path / "runs"), "has no supernet"))
+    for args, message in cases:
+        proc = run_cli(*args)
+        assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], (args, proc.stderr)
+    assert not (tmp_path / "runs" / "sn").exists()
