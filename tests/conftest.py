@@ -41,6 +41,15 @@ SMALL_CONFIG: dict[str, Any] = {
 }
 
 
+# Every choice of the EfficientNet space with two values: the supernet tests slice all of them.
+ELASTIC_CHOICES: dict[str, list[Any]] = {
+    "kernel": [3, 5],
+    "expansion": [3, 6],
+    "se": [0.0, 0.25],
+    "act": ["relu6", "hswish"],
+    "repeats_delta": [-1, 0],
+}
+
 # A candidate of SMALL_CONFIG's space with SE, every activation and both block types.
 SMALL_ARCH = (
     "w0.5_d0.5_r32_st32_hd1280_nsw-ds_r1_k3_s1_e1_c16_se0.25_nr6-ir_r2_k3_s2_e6_c24_nr6-"

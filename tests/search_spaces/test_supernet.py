@@ -10,19 +10,13 @@ import torch
 
 from search_spaces.efficientnet import EfficientNetSpace, EfficientNetSpaceConfig, StageSpec
 from search_spaces.efficientnet.supernet import EfficientNetSupernet, crop
-from tests.conftest import SMALL_CONFIG
+from tests.conftest import ELASTIC_CHOICES, SMALL_CONFIG
 
 SPACE = EfficientNetSpace(
     EfficientNetSpaceConfig.model_validate(
         {
             **SMALL_CONFIG["space"],
-            "choices": {
-                "kernel": [3, 5],
-                "expansion": [3, 6],
-                "se": [0.0, 0.25],
-                "act": ["relu6", "hswish"],
-                "repeats_delta": [-1, 0],
-            },
+            "choices": ELASTIC_CHOICES,
         }
     )
 )

@@ -19,18 +19,13 @@ from nas.train.supernet import (
 )
 from search_spaces.efficientnet import EfficientNetSpace, EfficientNetSpaceConfig
 from search_spaces.efficientnet.supernet import EfficientNetSupernet
+from tests.conftest import ELASTIC_CHOICES
 
 SPACE_CONFIG = {
     "scaling": {"mode": "independent", "width": [0.25, 0.5], "depth": [0.5], "resolution": [48]},
     "base_resolution": 48,
     "min_feature_size": 2,
-    "choices": {
-        "kernel": [3, 5],
-        "expansion": [3, 6],
-        "se": [0.0, 0.25],
-        "act": ["relu6", "hswish"],
-        "repeats_delta": [-1, 0],
-    },
+    "choices": ELASTIC_CHOICES,
 }
 TRAINING = TrainingConfig(
     epochs=1, batch_size=64, optimizer="adamw", lr=0.003, weight_decay=0.01, threads=1
