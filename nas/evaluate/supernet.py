@@ -108,7 +108,7 @@ def evaluate_candidates(
     """Accuracy with inherited weights (BatchNorm re-estimated) and latency of each candidate.
 
     Raises:
-        RunError: `run_dir` has no config or no trained supernet.
+        RunError: `run_dir` has no config, or its supernet is missing or not fully trained.
         ConfigError: a candidate string is unreadable or outside the supernet's space.
         SupernetFileError: the supernet file is corrupt or for another configuration.
     """
@@ -123,7 +123,12 @@ def evaluate_candidates(
     splits = _splits(config)
     supernet = make_supernet(config, splits)
     parsed = [_candidate(supernet, text) for text in candidates]
-    load_supernet_file(path, supernet)
+    epochs = int(load_supernet_file(path, supernet)["epoch"])
+    if epochs < config.supernet.epochs:
+        raise RunError(
+            f"the supernet in {root} is trained for {epochs} of {config.supernet.epochs} epochs; "
+            f"finish it with `nas supernet train {run.config_path}`"
+        )
     source = latency_source(config, supernet.space, root.parent)
     rows = []
     for i, candidate in enumerate(parsed):

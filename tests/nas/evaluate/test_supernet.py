@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -83,6 +84,14 @@ def test_bad_input_is_one_line_and_exit_code_2(trained: Path, tmp_path: Path) ->
     (corrupt / "supernet" / "supernet.pt").write_bytes(b"not a checkpoint")
     cases.append(
         (("supernet", "evaluate", corrupt, largest.encode()), "not a readable supernet file")
+    )
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(trained, unfinished)
+    longer = yaml.safe_load((trained / "config.yaml").read_text())
+    longer["supernet"]["epochs"] = 2
+    (unfinished / "config.yaml").write_text(yaml.safe_dump(longer))
+    cases.append(
+        (("supernet", "evaluate", unfinished, largest.encode()), "trained for 1 of 2 epochs")
     )
     changed = tmp_path / "changed.yaml"
     changed.write_text(yaml.safe_dump(deep_update(SUPERNET_CONFIG, {"seed": 1})))
