@@ -69,8 +69,9 @@ def interrupt_requested() -> Iterator[threading.Event]:
 
     Python drops an exception raised while a weakref callback or ``__del__`` runs ("Exception
     ignored in ..."), and SQLAlchemy and torch run many of those, so a signal can land where its
-    KeyboardInterrupt is lost. The loop looks at the event between trials, so the request is
-    never lost. Outside the main thread, or where SIGINT is ignored, nothing changes.
+    KeyboardInterrupt is lost. The loop looks at the event at every progress report of a trial
+    (raising it there, so the trial is marked interrupted) and between trials, so the request
+    is never lost. Outside the main thread, or where SIGINT is ignored, nothing changes.
     """
     requested = threading.Event()
     if threading.current_thread() is not threading.main_thread():
@@ -132,6 +133,7 @@ class SearchLoop:
         self.space = evaluator.space
         self.reporter = reporter or NullReporter()
         self.resume_hint = resume_hint
+        self._interrupted = threading.Event()
         self.compression = compression_space(config.compression, self.space)
         self.dists = distributions(self.space.dimensions() + self.compression.dimensions())
         self.study = open_study(
@@ -175,7 +177,7 @@ class SearchLoop:
                 candidate,
                 compression=compression,
                 weights_path=self.run.weights_path(trial.number),
-                progress=self.reporter.phase,
+                progress=self._phase,
                 stop=self._stop_check(trial.number),
             )
         except StoppedEarly as stopped:
@@ -186,6 +188,13 @@ class SearchLoop:
         attrs = outcome.attrs()
         self._tell(trial, attrs)
         return describe_outcome(attrs)
+
+    def _phase(self, text: str, done: int, total: int) -> None:
+        """Report a trial's progress; raise the Ctrl-C that Python dropped mid-trial, so the
+        trial stops within a step and is marked interrupted rather than run to its end."""
+        if self._interrupted.is_set():
+            raise KeyboardInterrupt
+        self.reporter.phase(text, done, total)
 
     def checkpoints(self) -> list[Checkpoint]:
         return checkpoints(self.study)
@@ -221,6 +230,7 @@ class SearchLoop:
         known = self._known()
         self.reporter.start(self.finished(), n_trials)
         with interrupt_requested() as interrupted:
+            self._interrupted = interrupted
             done, timed_out = self._loop(n_trials, timeout, start, known, interrupted)
         front_size = self._write_outputs(plot=True)
         self._check_any_completed()

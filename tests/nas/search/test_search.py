@@ -252,7 +252,9 @@ print("ran to the end after", len(calls))
 """
 
 
-def test_a_dropped_ctrl_c_still_stops_the_search_after_its_trial(write_config, tmp_path: Path):
+def test_a_dropped_ctrl_c_still_stops_the_trial_and_marks_it_interrupted(
+    write_config, tmp_path: Path
+):
     cfg = write_config({"search": {"n_trials": 3}})
     runs = tmp_path / "runs"
     proc = subprocess.run(
@@ -264,7 +266,10 @@ def test_a_dropped_ctrl_c_still_stops_the_search_after_its_trial(write_config, t
     assert "stopped: search interrupted; resume with" in proc.stdout
     assert proc.stdout.strip().endswith("after 1")
     assert "Exception ignored in" in proc.stderr  # Python did drop the KeyboardInterrupt
-    assert [t.state.name for t in _study(runs / "small").trials] == ["COMPLETE"]
+    # The trial stopped at its next progress report, not at its end, and runs again on resume.
+    trials = _study(runs / "small").trials
+    assert [t.state.name for t in trials] == ["FAIL", "WAITING"]
+    assert trials[0].user_attrs["interrupted"] and trials[1].user_attrs["retry_of"] == 0
 
 
 def test_second_search_on_a_busy_run_is_refused(tmp_path: Path) -> None:
