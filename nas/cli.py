@@ -908,7 +908,7 @@ def deploy_stop(
 supernet_app = typer.Typer(
     name="supernet",
     no_args_is_help=True,
-    help="A weight-sharing supernet: train it once, then score any candidate in seconds.",
+    help="A weight-sharing supernet: train it once, then score candidates with its weights.",
 )
 app.add_typer(supernet_app)
 

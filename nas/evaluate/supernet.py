@@ -22,7 +22,7 @@ from nas.evaluate.latency import latency_source
 from nas.run import Run
 from nas.train.data import ProxySplits, load_dataset, make_splits
 from nas.train.supernet import (
-    SupernetFileError,
+    SplitsBySize,
     SupernetHistory,
     load_supernet_file,
     score_subnet,
@@ -130,11 +130,12 @@ def evaluate_candidates(
             f"finish it with `nas supernet train {run.config_path}`"
         )
     source = latency_source(config, supernet.space, root.parent)
+    sizes = SplitsBySize(splits, supernet.space)  # each input size resized once, not per candidate
     rows = []
     for i, candidate in enumerate(parsed):
         progress("scoring candidates", i, len(parsed))
         start = time.perf_counter()
-        accuracy = score_subnet(supernet, candidate, splits, config.training)
+        accuracy = score_subnet(supernet, candidate, splits, config.training, sizes=sizes)
         seconds = time.perf_counter() - start
         latency, _ = source(candidate)
         rows.append(
@@ -157,12 +158,3 @@ def _candidate(supernet: EfficientNetSupernet, text: str) -> EfficientNetCandida
     except ValueError as e:
         raise ConfigError(f"candidate {text!r}: {e}") from None
     return candidate
-
-
-__all__ = [
-    "SupernetFileError",
-    "evaluate_candidates",
-    "make_supernet",
-    "supernet_path",
-    "train_run_supernet",
-]

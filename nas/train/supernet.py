@@ -72,7 +72,7 @@ class SupernetHistory:
         }
 
 
-class _Sizes:
+class SplitsBySize:
     """The proxy splits at each input size a sub-network asks for, resized once."""
 
     def __init__(self, data: ProxySplits, space: EfficientNetSpace) -> None:
@@ -123,7 +123,7 @@ def train_supernet(
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(seed)
     space = supernet.space
-    sizes = _Sizes(data, space)
+    sizes = SplitsBySize(data, space)
     steps_per_epoch = math.ceil(len(data.train_x) / cfg.batch_size)
     opt = make_optimizer(supernet, cfg)
     sched = make_scheduler(opt, cfg, recipe.epochs * steps_per_epoch)
@@ -186,7 +186,7 @@ def _resume(
 
 def _sandwich_step(
     supernet: EfficientNetSupernet,
-    sizes: _Sizes,
+    sizes: SplitsBySize,
     idx: torch.Tensor,
     labels: torch.Tensor,
     candidates: list[EfficientNetCandidate],
@@ -225,11 +225,11 @@ def score_subnet(
     data: ProxySplits,
     cfg: TrainingConfig,
     *,
-    sizes: _Sizes | None = None,
+    sizes: SplitsBySize | None = None,
 ) -> float:
     """Validation accuracy of `candidate` with inherited weights, BatchNorm re-estimated on
     `cfg.bn_recalibration_batches` training batches."""
-    sizes = sizes or _Sizes(data, supernet.space)
+    sizes = sizes or SplitsBySize(data, supernet.space)
     size = sizes.size(candidate)
     split = sizes.at(size)
     module = supernet.extract_subnet(candidate, input_size=size)
