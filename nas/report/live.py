@@ -49,11 +49,14 @@ class LiveRun:
             stamp = self._stamp_now()
             stale = stamp is None and time.monotonic() - self._read_at > SHARED_STORAGE_TTL_S
             if stamp != self._stamp or stale:
-                self._frame = trials_frame(self.study)
+                # One read for both, or a trial that ends in between would be counted as
+                # running and as finished at once.
+                trials = self.study.get_trials(deepcopy=False)
+                self._frame = trials_frame(self.study, trials)
                 self._front = front_frame(self._frame)
                 knee_row = knee(self._frame)
                 self._knee = None if knee_row is None else int(knee_row["number"])
-                self._finished = sum(is_finished(t) for t in self.study.get_trials(deepcopy=False))
+                self._finished = sum(is_finished(t) for t in trials)
                 self._stamp, self._read_at = stamp, time.monotonic()
             return self._frame
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,6 +30,7 @@ from nas.run import Run
 
 if TYPE_CHECKING:
     import optuna
+    from optuna.trial import FrozenTrial
 
 
 def _number(value: Any) -> float:
@@ -39,11 +41,19 @@ def _feasible(trial: optuna.trial.FrozenTrial) -> bool:
     return trial.state.name == "COMPLETE" and all(v <= 0 for v in trial.constraints.values())
 
 
-def trials_frame(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial, in trial order, with the Pareto front marked."""
+def trials_frame(
+    study: optuna.Study, trials: Sequence[FrozenTrial] | None = None
+) -> pd.DataFrame:
+    """One row per trial, in trial order, with the Pareto front marked.
+
+    Args:
+        study: The run's study.
+        trials: Its trials as the caller read them (so that what the caller derives from them
+            agrees with the table); default: read now.
+    """
     rows = []
     remeasured = study.user_attrs.get("front_measured", {})
-    for t in study.get_trials(deepcopy=False):
+    for t in study.get_trials(deepcopy=False) if trials is None else trials:
         a = t.user_attrs
         if a.get(SURPLUS):
             continue  # asked by a worker after others had taken the target's last places
@@ -62,6 +72,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
                 "prune_ratio": _number(a.get("prune_ratio")),
                 "precision": a.get("precision", ""),
                 ACCURACY: a.get(ACCURACY, math.nan),
+                "accuracy_source": a.get("accuracy_source", "trained"),
                 LATENCY: a.get(LATENCY, math.nan),
                 "latency_p90_ms": a.get("latency_p90_ms", math.nan),
                 "latency_std_ms": a.get("latency_std_ms", math.nan),

@@ -315,8 +315,11 @@ class SearchLoop:
         try:
             summary = self._evaluate(trial, known)
         except KeyboardInterrupt:
-            self._fail(trial, "interrupted by the user; retried on resume", interrupted=True)
-            self.study.enqueue_trial(trial.params, user_attrs={RETRY_OF: trial.number})
+            # A Ctrl-C that lands as the trial is told finds it finished: it counts as it is.
+            state = self.study._storage.get_trial(trial._trial_id).state
+            if state == TrialState.RUNNING:
+                self._fail(trial, "interrupted by the user; retried on resume", interrupted=True)
+                self.study.enqueue_trial(trial.params, user_attrs={RETRY_OF: trial.number})
             raise
         except Exception as e:
             reason = str(e) if isinstance(e, NASError) else f"{type(e).__name__}: {e}"

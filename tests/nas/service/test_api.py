@@ -235,10 +235,12 @@ def test_cancel_stops_cleanly_and_resume_reaches_the_exact_count(served: Served)
     study = optuna.load_study(
         study_name="stop", storage=f"sqlite:///{served.runs / 'stop' / 'study.db'}"
     )
-    assert sum(is_finished(t) for t in study.get_trials()) == 4
-    interrupted = [t for t in study.get_trials() if t.user_attrs.get("interrupted")]
-    assert len(interrupted) == 1
-    retried = [
-        t for t in study.get_trials() if t.user_attrs.get("retry_of") == interrupted[0].number
-    ]
-    assert len(retried) == 1 and retried[0].state.name == "COMPLETE"
+    trials = study.get_trials()
+    logs = "\n".join(p.read_text() for p in (served.runs / ".service" / "jobs").glob("*/log.txt"))
+    told = [(t.number, t.state.name, t.user_attrs.get("failure_reason")) for t in trials]
+    assert sum(is_finished(t) for t in trials) == 4, (told, logs)
+    # The trial in progress was interrupted, and ran again on resume.
+    interrupted = [t for t in trials if t.user_attrs.get("interrupted")]
+    assert len(interrupted) == 1, (told, logs)
+    retried = [t for t in trials if t.user_attrs.get("retry_of") == interrupted[0].number]
+    assert len(retried) == 1 and retried[0].state.name == "COMPLETE", (told, logs)
