@@ -341,6 +341,11 @@ class SupernetConfig(StrictModel):
         True, description="sub-networks learn the largest one's predictions (in-place KD)"
     )
     temperature: float = Field(1.0, gt=0, le=100, description="softening of those predictions")
+    path: Path | None = Field(
+        None,
+        description="evaluation: supernet: a supernet trained elsewhere (`nas supernet train`) "
+        "for this space and data; unset: trained once into RUN/supernet/",
+    )
 
 
 class SearchConfig(StrictModel):
@@ -443,6 +448,11 @@ class RunConfig(StrictModel):
     compression: CompressionConfig = Field(default_factory=CompressionConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     supernet: SupernetConfig = Field(default_factory=SupernetConfig)
+    evaluation: Literal["train", "supernet"] = Field(
+        "train",
+        description="train: every candidate is proxy-trained from scratch; supernet: scored in "
+        "seconds with weights inherited from the run's supernet (EfficientNet space)",
+    )
     benchmark: BenchmarkConfig | None = Field(
         None, description="tabular mode: score candidates from a table (no training, no timing)"
     )
@@ -468,6 +478,26 @@ class RunConfig(StrictModel):
         if self.search.early_stopping.enabled:
             raise ValueError(
                 "benchmark: a table has final accuracies only, nothing to stop early; set "
+                "search.early_stopping.enabled: false"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _supernet_evaluation_fits(self) -> RunConfig:
+        if self.evaluation != "supernet":
+            return self
+        if self.space.name != "efficientnet":
+            raise ValueError(
+                f"evaluation: supernet needs space.name: efficientnet (the {self.space.name} "
+                "space has no supernet); use evaluation: train"
+            )
+        if self.benchmark is not None:
+            raise ValueError(
+                "evaluation: supernet and a benchmark table are two ways to score; remove one"
+            )
+        if self.search.early_stopping.enabled:
+            raise ValueError(
+                "evaluation: supernet trains no candidate, nothing to stop early; set "
                 "search.early_stopping.enabled: false"
             )
         return self

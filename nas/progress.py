@@ -100,7 +100,10 @@ class RichReporter:
         self._search = self._progress.add_task(
             "trials", total=total, completed=done, info="front: 0"
         )
-        self._trial = self._progress.add_task("trial", total=1, info="", visible=False)
+        if self._trial is None:
+            self._trial = self._progress.add_task("trial", total=1, info="", visible=False)
+        else:  # the bar of the work before the first trial (a supernet's training)
+            self._progress.update(self._trial, visible=False)
 
     def trial_started(self, number: int, candidate: str) -> None:
         if self._trial is not None:
@@ -109,8 +112,12 @@ class RichReporter:
             )
 
     def phase(self, text: str, done: int, total: int) -> None:
-        if self._trial is not None:
-            self._progress.update(self._trial, completed=done, total=max(total, 1), info=text)
+        if self._trial is None:  # work before the first trial: a bar of its own
+            self._progress.start()
+            self._trial = self._progress.add_task("preparing", total=1, info="")
+        self._progress.update(
+            self._trial, completed=done, total=max(total, 1), info=text, visible=True
+        )
 
     def trial_finished(self, number: int, line: str, done: int, front_size: int) -> None:
         self._progress.console.print(line, highlight=False)

@@ -49,6 +49,7 @@ TRIAL_COLUMNS = [
     "prune_ratio",
     "precision",
     ACCURACY,
+    "accuracy_source",
     LATENCY,
     "latency_p90_ms",
     "latency_std_ms",

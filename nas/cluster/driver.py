@@ -34,13 +34,14 @@ from hwnas_base.io import write_atomic
 from nas.cluster.connect import check_device, connect, needs_device
 from nas.cluster.meter import measuring_on, start_meters
 from nas.cluster.searcher import StudySearch
-from nas.cluster.trial import Payload, run_trial
+from nas.cluster.trial import SHIPPED_SUPERNET, Payload, run_trial
 from nas.cluster.writer import RunWriter
 from nas.compress.space import compression_space
 from nas.config import RunConfig
 from nas.errors import SearchError
 from nas.evaluate.latency import predicted
 from nas.evaluate.pool import foresight
+from nas.evaluate.supernet import search_supernet, supernet_path
 from nas.progress import NullReporter, SearchReporter
 from nas.report.plots import write_plot
 from nas.report.tables import front_frame, trials_frame, write_tables
@@ -187,8 +188,18 @@ class _Driver:
             meters=meters,
             runs_dir=str(Path(runs_dir).resolve()),
             writer=writer,
-            files=self._teacher_files(),
+            files={**self._teacher_files(), **self._supernet_files()},
         )
+
+    def _supernet_files(self) -> dict[str, bytes]:
+        """Train (or load) the supernet here once; every worker gets its weights with the
+        payload (once per worker process, not per trial)."""
+        if self.config.evaluation != "supernet":
+            return {}
+        splits = self.session.proxy[1]
+        search_supernet(self.config, splits, self.run.root, self.reporter.phase)
+        path = self.config.supernet.path or supernet_path(self.run.root)
+        return {SHIPPED_SUPERNET: Path(path).read_bytes()}
 
     def _teacher_files(self) -> dict[str, bytes]:
         """Train (or load) the distillation teacher here once; workers get its files."""

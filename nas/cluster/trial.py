@@ -29,6 +29,9 @@ from nas.search.early_stopping import Checkpoint
 from nas.search.session import make_evaluator, prepare
 from nas.search.study import stop_check
 
+# The payload file holding a supernet search's trained supernet.
+SHIPPED_SUPERNET = "supernet.pt"
+
 
 @dataclass
 class Payload:
@@ -57,6 +60,9 @@ def _worker_state(payload: Payload) -> tuple[CandidateEvaluator, CompressionSpac
     root.mkdir(parents=True, exist_ok=True)
     for name, data in payload.files.items():
         write_atomic(root / name, data)
+    if SHIPPED_SUPERNET in payload.files:  # trained by the driver: loaded, never trained here
+        shipped = config.supernet.model_copy(update={"path": root / SHIPPED_SUPERNET})
+        config = config.model_copy(update={"supernet": shipped})
     # The driver's runs folder where this node shares it (fitted predictors, latency cache).
     runs_dir = Path(payload.runs_dir) if Path(payload.runs_dir).is_dir() else root
     if config.training.threads is None:

@@ -59,6 +59,9 @@ class Outcome:
     latency_cached: bool = False
     accuracy_trained: float | None = None
     compression: dict[str, Any] = field(default_factory=dict)
+    # Where the accuracy comes from: trained (proxy training from scratch), supernet
+    # (inherited weights), or table (a benchmark's recorded accuracy).
+    accuracy_source: str = "trained"
 
     @property
     def values(self) -> tuple[float, float]:
@@ -90,6 +93,7 @@ class Outcome:
             "train_seconds": self.train_seconds,
             "eval_seconds": self.eval_seconds,
             "accuracy_trained": self.accuracy_trained,
+            "accuracy_source": self.accuracy_source,
             **self.compression,
         }
 

@@ -4,26 +4,38 @@
 resumes), ``RUN/supernet/supernet.json`` the training history. The run's ``config.yaml`` is
 written first, so the same run can later be searched, and a supernet is only ever loaded into
 the configuration it was trained for.
+
+A search with ``evaluation: supernet`` trains the supernet into its run before the first trial
+(or loads ``supernet.path``), then `SupernetEvaluator` scores each candidate with inherited
+weights: no training, the rest of a trial (latency, compression, the weights kept for export)
+as usual.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from hwnas_base.io import write_atomic
 from hwnas_base.progress import PhaseProgress, quiet
 from nas.config import RunConfig
 from nas.errors import ConfigError, RunError
+from nas.evaluate.evaluator import Evaluator, Outcome
 from nas.evaluate.latency import latency_source
 from nas.run import Run
 from nas.train.data import ProxySplits, load_dataset, make_splits
+from nas.train.proxy import TrainResult, evaluate_accuracy
 from nas.train.supernet import (
     SplitsBySize,
+    SupernetFileError,
     SupernetHistory,
+    inherit,
     load_supernet_file,
     score_subnet,
     train_supernet,
@@ -69,23 +81,118 @@ def train_run_supernet(
     run.root.mkdir(parents=True, exist_ok=True)
     if not run.config_path.is_file():
         write_atomic(run.config_path, config.to_yaml().encode())
-    path = supernet_path(run.root)
-    path.parent.mkdir(exist_ok=True)
-    start = time.perf_counter()
     with run.lock():
-        history = train_supernet(
-            supernet,
-            splits,
-            config.training,
-            config.supernet,
-            seed=config.seed,
-            checkpoint=path,
-            progress=progress,
-        )
-    record = _record(config, supernet, history, len(splits.train_x))
-    record["this_call_seconds"] = time.perf_counter() - start
-    write_atomic(path.with_suffix(".json"), json.dumps(record, indent=2).encode())
+        return _train_into(config, splits, supernet, run.root, progress)
+
+
+def _train_into(
+    config: RunConfig,
+    splits: ProxySplits,
+    supernet: EfficientNetSupernet,
+    root: Path,
+    progress: PhaseProgress,
+) -> dict[str, Any]:
+    """Train `supernet` into ``root/supernet/`` (or go on, or just load it when finished); its
+    record. Processes sharing the run (`nas worker`s) wait here for the one that trains."""
+    path = supernet_path(root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with open(path.parent / ".lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            history = train_supernet(
+                supernet,
+                splits,
+                config.training,
+                config.supernet,
+                seed=config.seed,
+                checkpoint=path,
+                progress=progress,
+            )
+            record = _record(config, supernet, history, len(splits.train_x))
+            record["this_call_seconds"] = time.perf_counter() - start
+            write_atomic(path.with_suffix(".json"), json.dumps(record, indent=2).encode())
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
     return record
+
+
+def search_supernet(
+    config: RunConfig, splits: ProxySplits, root: Path, progress: PhaseProgress = quiet
+) -> EfficientNetSupernet:
+    """The trained supernet a search with ``evaluation: supernet`` scores with:
+    ``supernet.path`` when set, else the one in ``root/supernet/``, trained there first.
+
+    Raises:
+        SupernetFileError: the file is corrupt, for another configuration, or unfinished.
+    """
+    if config.supernet.path is None:
+        supernet = make_supernet(config, splits)
+        _train_into(config, splits, supernet, root, progress)
+        return supernet
+    return given_supernet(config, splits)
+
+
+def given_supernet(config: RunConfig, splits: ProxySplits) -> EfficientNetSupernet:
+    """The finished supernet at ``supernet.path``, loaded (checked before a search writes).
+
+    Raises:
+        SupernetFileError: missing, corrupt, for another configuration, or unfinished.
+    """
+    supernet = make_supernet(config, splits)
+    path = Path(str(config.supernet.path))
+    if not path.is_file():
+        raise SupernetFileError(
+            f"supernet.path {path}: no such file; train one with `nas supernet train CONFIG`"
+        )
+    if not load_supernet_file(path, supernet).get("finished"):
+        raise SupernetFileError(
+            f"supernet.path {path}: its training has not finished; finish it with "
+            "`nas supernet train` on the config it was started with"
+        )
+    return supernet
+
+
+class SupernetEvaluator(Evaluator):
+    """Scores candidates with weights inherited from a trained supernet, BatchNorm re-estimated
+    (no training). The network a trial keeps, compresses and exports is the extracted
+    sub-network; `Outcome.accuracy_source` says the accuracy is inherited.
+
+    Args:
+        supernet: The trained supernet of the evaluator's space.
+        **kwargs: As `Evaluator`'s.
+    """
+
+    def __init__(self, *, supernet: EfficientNetSupernet, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.supernet = supernet
+
+    def build_proxy(self, candidate: Any) -> torch.nn.Module:
+        try:
+            self.supernet.check(candidate)
+        except ValueError as e:
+            raise ConfigError(f"candidate {self.space.encode(candidate)}: {e}") from None
+        return inherit(self.supernet, candidate, self.proxy_data(candidate), self.training)
+
+    def _train(
+        self,
+        model: torch.nn.Module,
+        data: ProxySplits,
+        outcome: Outcome,
+        progress: PhaseProgress,
+        stop: Any,
+    ) -> TrainResult:
+        progress("scoring with inherited weights", 0, 1)
+        start = time.perf_counter()
+        accuracy = evaluate_accuracy(model, data.val_x, data.val_y)
+        outcome.accuracy_source = "supernet"
+        progress("scoring with inherited weights", 1, 1)
+        return TrainResult(
+            accuracy=accuracy,
+            train_loss=float("nan"),
+            epoch_accuracy=[accuracy],
+            seconds=time.perf_counter() - start,
+        )
 
 
 def _record(

@@ -200,4 +200,5 @@ class TabularEvaluator:
             params=params,
             flops=flops,
             proxy_input_size=self.space.resolution(candidate),
+            accuracy_source="table",
         )

@@ -35,6 +35,7 @@ def model_card(
             "split": f"proxy validation ({data_info['val_size']} held-out images of "
             f"{data_info['dataset']})",
             "epoch_accuracy": a["epoch_accuracy"],
+            "source": a.get("accuracy_source", "trained"),
         },
         "latency": {
             "p50_ms": a["latency_p50_ms"],
@@ -81,7 +82,13 @@ def export_details(
     full: dict[str, Any] | None,
     splits: Any,
     threads: int,
+    inherited: bool = False,
 ) -> dict[str, Any]:
+    search_weights = (
+        "inherited from the run's supernet (no stand-alone training; `nas train` fine-tunes it)"
+        if inherited
+        else "proxy (the search's weights)"
+    )
     return {
         "format": {
             "name": spec.name,
@@ -98,7 +105,7 @@ def export_details(
                 "recipe": full["identity"]["recipe"],
             }
             if full is not None
-            else {"fidelity": "proxy (the search's weights)"}
+            else {"fidelity": search_weights}
         ),
         "exported_accuracy": {
             "value": measured["accuracy"],
@@ -187,7 +194,8 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"{acc['mean']}, std {acc['std']}. Output `{inputs['output']}`: logits over "
         f"{len(inputs['classes'])} classes ({', '.join(map(str, inputs['classes']))}).",
         "",
-        f"Search scores: accuracy {card['accuracy']['value']:.4f} (proxy), latency "
+        f"Search scores: accuracy {card['accuracy']['value']:.4f} "
+        f"({'supernet' if card['accuracy'].get('source') == 'supernet' else 'proxy'}), latency "
         f"{card['latency']['p50_ms']:.3f} ms on {card['latency']['device']['name']}.",
         "",
         f"Project version {card['project_version']}, created {card['created']}. "

@@ -126,6 +126,7 @@ def export_trial(run: Run, options: ExportOptions, progress: PhaseProgress = qui
                 plan.full,
                 splits,
                 config.latency.threads,
+                inherited=card["accuracy"]["source"] == "supernet",
             )
         )
         (tmp / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")

@@ -41,9 +41,7 @@ def _feasible(trial: optuna.trial.FrozenTrial) -> bool:
     return trial.state.name == "COMPLETE" and all(v <= 0 for v in trial.constraints.values())
 
 
-def trials_frame(
-    study: optuna.Study, trials: Sequence[FrozenTrial] | None = None
-) -> pd.DataFrame:
+def trials_frame(study: optuna.Study, trials: Sequence[FrozenTrial] | None = None) -> pd.DataFrame:
     """One row per trial, in trial order, with the Pareto front marked.
 
     Args:

@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 
 from hwnas_base.io import write_atomic
+from hwnas_base.progress import PhaseProgress, quiet
 from latency_predictors.sources import HybridLatency, LatencySource, latency_cache
 from nas.compress.compressor import Compressor
 from nas.compress.quantization import load_calibration
@@ -32,6 +33,7 @@ from nas.errors import ConfigError, RunError
 from nas.evaluate.evaluator import CandidateEvaluator, Evaluator
 from nas.evaluate.latency import BackendFactory, config_backend, latency_source, precision_backends
 from nas.evaluate.pool import foresight
+from nas.evaluate.supernet import SupernetEvaluator, given_supernet, search_supernet
 from nas.evaluate.tabular import BenchmarkTable, TableLatency, TabularEvaluator, read_table
 from nas.progress import SearchReporter
 from nas.report.plots import write_plot
@@ -211,6 +213,8 @@ def prepare(
             cache=latency_cache(runs_dir),
         )
     check_teacher(config.compression.distillation, space, splits)
+    if config.evaluation == "supernet" and config.supernet.path is not None:
+        given_supernet(config, splits)
     return Session(config, space, dataset, splits, latency, compressor, compression)
 
 
@@ -229,22 +233,32 @@ def make_teacher(session: Session, root: Path) -> Teacher | None:
     )
 
 
-def make_evaluator(session: Session, root: Path) -> CandidateEvaluator:
-    """The evaluation function of a search whose run (or teacher cache) is at `root`."""
+def make_evaluator(
+    session: Session, root: Path, progress: PhaseProgress = quiet
+) -> CandidateEvaluator:
+    """The evaluation function of a search whose run (or teacher cache) is at `root`.
+
+    With ``evaluation: supernet``, the run's supernet is trained first (`progress` shows it),
+    unless it already is or ``supernet.path`` names one.
+    """
     config = session.config
     if session.table is not None:
         return TabularEvaluator(session.space, session.table)
-    return Evaluator(
-        space=session.space,
-        data=session.proxy[1],
-        training=config.training,
-        deployment=config.deployment.target(),
-        latency=session.latency,
-        seed=config.seed,
-        compressor=session.compressor,
-        teacher=make_teacher(session, root),
-        finetune_lr_scale=config.compression.pruning.finetune_lr_scale,
-    )
+    common: dict[str, Any] = {
+        "space": session.space,
+        "data": session.proxy[1],
+        "training": config.training,
+        "deployment": config.deployment.target(),
+        "latency": session.latency,
+        "seed": config.seed,
+        "compressor": session.compressor,
+        "teacher": make_teacher(session, root),
+        "finetune_lr_scale": config.compression.pruning.finetune_lr_scale,
+    }
+    if config.evaluation == "supernet":
+        supernet = search_supernet(config, session.proxy[1], root, progress)
+        return SupernetEvaluator(supernet=supernet, **common)
+    return Evaluator(**common)
 
 
 def describe_study(study: Any, session: Session) -> None:
@@ -396,10 +410,11 @@ def _run(
         if write_config:
             write_atomic(run.config_path, config.to_yaml())
         with logging_to(run):
+            progress = quiet if reporter is None else reporter.phase
             loop = SearchLoop(
                 run=run,
                 config=config,
-                evaluator=make_evaluator(session, run.root),
+                evaluator=make_evaluator(session, run.root, progress),
                 reporter=reporter,
                 resume_hint=hint,
                 shared=shared,

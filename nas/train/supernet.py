@@ -156,13 +156,15 @@ def train_supernet(
         history.smallest_accuracy.append(score_subnet(supernet, smallest, data, cfg, sizes=sizes))
         history.seconds.append(time.perf_counter() - start)
         if checkpoint is not None:
+            last = epoch + 1 == recipe.epochs
             save_supernet_file(
                 checkpoint,
                 supernet,
                 epoch=epoch + 1,
                 history=history,
-                optimizer=opt.state_dict(),
-                scheduler=sched.state_dict(),
+                optimizer=None if last else opt.state_dict(),
+                scheduler=None if last else sched.state_dict(),
+                finished=last,
             )
         if on_epoch is not None:
             on_epoch(epoch + 1, history)
@@ -179,8 +181,9 @@ def _resume(
     if checkpoint is None or not checkpoint.is_file():
         return 0, SupernetHistory()
     saved = load_supernet_file(checkpoint, supernet)
-    opt.load_state_dict(saved["optimizer"])
-    sched.load_state_dict(saved["scheduler"])
+    if saved["optimizer"]:  # absent once training has finished
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
     return int(saved["epoch"]), SupernetHistory(**saved["history"])
 
 
@@ -230,11 +233,21 @@ def score_subnet(
     """Validation accuracy of `candidate` with inherited weights, BatchNorm re-estimated on
     `cfg.bn_recalibration_batches` training batches."""
     sizes = sizes or SplitsBySize(data, supernet.space)
-    size = sizes.size(candidate)
-    split = sizes.at(size)
-    module = supernet.extract_subnet(candidate, input_size=size)
+    split = sizes.at(sizes.size(candidate))
+    return evaluate_accuracy(inherit(supernet, candidate, split, cfg), split.val_x, split.val_y)
+
+
+def inherit(
+    supernet: EfficientNetSupernet,
+    candidate: EfficientNetCandidate,
+    split: ProxySplits,
+    cfg: TrainingConfig,
+) -> torch.nn.Module:
+    """`candidate` as a static module with the supernet's weights, its BatchNorm statistics
+    re-estimated on `cfg.bn_recalibration_batches` batches of `split` (at its input size)."""
+    module = supernet.extract_subnet(candidate, input_size=split.image_size)
     recalibrate_batchnorm(module, split.train_x, cfg.bn_recalibration_batches, cfg.batch_size)
-    return evaluate_accuracy(module, split.val_x, split.val_y)
+    return module
 
 
 def save_supernet_file(
@@ -245,13 +258,16 @@ def save_supernet_file(
     history: SupernetHistory,
     optimizer: dict[str, Any] | None = None,
     scheduler: dict[str, Any] | None = None,
+    finished: bool = False,
 ) -> None:
-    """Write the supernet's weights, what they belong to and how far training got, atomically."""
+    """Write the supernet's weights, what they belong to and how far training got, atomically.
+    A finished supernet's file keeps no optimiser state: nothing is left to resume."""
     state = {
         "format": FORMAT,
         "describe": json.dumps(supernet.describe(), sort_keys=True),
         "weights": supernet.net.state_dict(),
         "epoch": epoch,
+        "finished": finished,
         "history": history.to_dict(),
         "optimizer": optimizer or {},
         "scheduler": scheduler or {},

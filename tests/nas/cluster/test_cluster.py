@@ -108,14 +108,18 @@ def check_exact(run_dir: Path, study: optuna.Study, target: int) -> None:
 
 
 def test_ray_local_instance_writes_the_run_format(tmp_path: Path) -> None:
-    config = write(tmp_path, {"name": "raylocal"})
+    """A supernet search: the driver trains the supernet once, trials score with its weights."""
+    supernet = {"evaluation": "supernet", "supernet": {"epochs": 1, "random_subnets": 1}}
+    config = write(tmp_path, {"name": "raylocal", **supernet})
     proc = run_cli("search", config, "--backend", "ray", "--runs-dir", tmp_path / "runs")
     assert proc.returncode == 0, proc.stderr
     run = tmp_path / "runs" / "raylocal"
     for name in ("config.yaml", "study.db", "trials.csv", "pareto.csv", "pareto.html"):
         assert (run / name).is_file(), name
+    assert (run / "supernet" / "supernet.json").is_file()
     study = study_of(run)
     check_exact(run, study, 3)
+    assert {t.user_attrs["accuracy_source"] for t in study.get_trials()} == {"supernet"}
     # Every other command reads a Ray run unchanged.
     front = run_cli("pareto", run)
     assert front.returncode == 0 and "Pareto front" in front.stdout

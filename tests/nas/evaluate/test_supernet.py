@@ -7,7 +7,9 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
 import pytest
+import torch
 import yaml
 
 from nas.config import load_config
@@ -110,3 +112,99 @@ def test_bad_input_is_one_line_and_exit_code_2(trained: Path, tmp_path: Path) ->
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], (args, proc.stderr)
     assert not (tmp_path / "runs" / "sn").exists()
+
+
+# Searches with evaluation: supernet
+
+
+def search_config(tmp_path: Path, name: str, **changes: object) -> Path:
+    """SUPERNET_CONFIG as a supernet search; a `space` given replaces the space whole."""
+    config = tmp_path / f"{name}.yaml"
+    space = changes.pop("space", SUPERNET_CONFIG["space"])
+    raw = deep_update(SUPERNET_CONFIG, {"name": name, "evaluation": "supernet", **changes})
+    config.write_text(yaml.safe_dump({**raw, "space": space}))
+    return config
+
+
+def test_a_search_scores_with_a_given_supernet_and_its_front_exports_and_trains(
+    trained: Path, tmp_path: Path
+) -> None:
+    config = load_config(trained / "config.yaml")
+    largest = get_space("efficientnet", config.space).largest().encode()
+    path = trained / "supernet" / "supernet.pt"
+    search = search_config(
+        tmp_path,
+        "given",
+        supernet={"path": str(path)},
+        search={"n_trials": 4, "seed_candidates": [largest]},
+    )
+    runs = tmp_path / "runs"
+    proc = run_cli("search", search, "--runs-dir", runs)
+    assert proc.returncode == 0, proc.stderr
+    run = runs / "given"
+    assert not (run / "supernet").exists()  # the given supernet is used, none trained
+    trials = pd.read_csv(run / "trials.csv")
+    assert len(trials) == 4 and set(trials["accuracy_source"]) == {"supernet"}
+    # The same sub-network, the same BatchNorm batches: the score `nas supernet evaluate` and
+    # the supernet's own history give.
+    history = json.loads((trained / "supernet" / "supernet.json").read_text())["history"]
+    assert trials.loc[0, "accuracy"] == history["largest_accuracy"][-1]
+
+    out = tmp_path / "export"
+    exported = run_cli("export", run, "--trial", 0, "--out", out)
+    assert exported.returncode == 0, exported.stderr
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["accuracy"]["source"] == "supernet"
+    assert "inherited from the run's supernet" in card["training"]["fidelity"]
+    assert "(supernet)" in (out / "MODEL_CARD.md").read_text()
+    tuned = run_cli("train", run, "--trial", 0, "--epochs", 1)  # fine-tunes the inherited weights
+    assert tuned.returncode == 0, tuned.stderr
+    assert (run / "trained" / "00000" / "train.json").is_file()
+
+
+def test_a_search_trains_its_supernet_once_and_compresses_the_subnets(tmp_path: Path) -> None:
+    search = search_config(
+        tmp_path,
+        "own",
+        search={"n_trials": 3},
+        compression={
+            "pruning": {"ratios": [0.5], "finetune_epochs": 1},
+            "quantization": {"precisions": ["fp32", "int8"], "calibration_batches": 2},
+        },
+    )
+    runs = tmp_path / "runs"
+    proc = run_cli("search", search, "--runs-dir", runs)
+    assert proc.returncode == 0, proc.stderr
+    run = runs / "own"
+    record = json.loads((run / "supernet" / "supernet.json").read_text())
+    assert len(record["history"]["largest_accuracy"]) == 1
+    trials = pd.read_csv(run / "trials.csv")
+    assert set(trials["accuracy_source"]) == {"supernet"}
+    assert set(trials["precision"]) <= {"fp32", "int8"} and trials["prune_ratio"].notna().all()
+    weights = (run / "supernet" / "supernet.pt").read_bytes()
+    more = run_cli("search", search, "--runs-dir", runs, "--trials", 4)
+    assert more.returncode == 0, more.stderr
+    assert (run / "supernet" / "supernet.pt").read_bytes() == weights  # not trained again
+    assert len(pd.read_csv(run / "trials.csv")) == 4
+
+
+def test_a_supernet_search_refuses_what_it_cannot_use(trained: Path, tmp_path: Path) -> None:
+    saved = torch.load(trained / "supernet" / "supernet.pt", weights_only=True)
+    unfinished = tmp_path / "unfinished.pt"
+    torch.save({**saved, "finished": False}, unfinished)
+    cases = [
+        ({"supernet": {"path": str(tmp_path / "none.pt")}}, "no such file"),
+        ({"supernet": {"path": str(unfinished)}}, "its training has not finished"),
+        (
+            {"search": {"early_stopping": {"enabled": True}}},
+            "evaluation: supernet trains no candidate",
+        ),
+        ({"space": {"name": "nb201"}}, "needs space.name: efficientnet"),
+    ]
+    for i, (changes, message) in enumerate(cases):
+        search = search_config(tmp_path, f"bad{i}", **changes)
+        proc = run_cli("search", search, "--runs-dir", tmp_path / "runs")
+        assert proc.returncode == 2, (changes, proc.stdout, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], (changes, proc.stderr)
+        assert not (tmp_path / "runs" / f"bad{i}").exists()
