@@ -8,24 +8,40 @@ reference, plus the proxy's own test-set accuracy, which separates validation-sa
 what the short training itself gets wrong. Results are cached in a JSON file keyed by candidate
 and recipe, so trying another proxy recipe reuses the reference runs.
 
+With ``--supernet``, the config's weight-sharing supernet is trained once on the proxy images
+(``supernet`` section; checkpointed, so a second run reuses it) and each candidate is also
+scored with inherited weights, as ``evaluation: supernet`` scores it: its ranking is printed
+beside the proxy's. Then ``--throughput N`` more random candidates are scored the way such a
+search does, latency from the device's lookup table, and the CPU time per candidate gives
+candidates per CPU-hour; the supernet's training time is printed beside what proxy-training 40
+candidates costs.
+
     .venv/bin/python benchmarks/proxy_ranking.py configs/quickstart.yaml --candidates 10 \\
         [--reference-train-size 15000 --reference-epochs 5] [--set training.epochs=3 ...]
+    .venv/bin/python benchmarks/proxy_ranking.py configs/supernet.yaml --candidates 16 \\
+        --supernet --throughput 100
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import yaml
+from rich.console import Console
 from scipy.stats import kendalltau, spearmanr
 
 from nas.config import RunConfig, load_config, parse_config
+from nas.evaluate.latency import latency_source
+from nas.evaluate.supernet import make_supernet
+from nas.progress import progress_bar
 from nas.train.data import (
     ImageDataset,
     load_dataset,
@@ -35,6 +51,7 @@ from nas.train.data import (
     resize_images,
 )
 from nas.train.proxy import evaluate_accuracy, train_proxy
+from nas.train.supernet import SplitsBySize, inherit, train_supernet
 from search_spaces import get_space
 from search_spaces.flops import count_params
 
@@ -100,6 +117,78 @@ def score(
     return out
 
 
+def supernet_scores(
+    config: RunConfig, candidates: list[Any], test: ImageDataset, folder: Path
+) -> tuple[list[dict[str, float]], float, Callable[[Any], float]]:
+    """Train the config's supernet once (checkpointed in `folder`); each candidate's validation
+    and test-set accuracy with inherited weights, the training seconds, and a function that
+    scores one more candidate as a supernet search does (its CPU seconds)."""
+    splits = make_splits(load_dataset(config.data), config.data, config.seed)
+    supernet = make_supernet(config, splits)
+    space = supernet.space
+    recipe = recipe_key(config) + config.supernet.model_dump_json()
+    key = hashlib.sha256(recipe.encode()).hexdigest()[:12]
+    folder.mkdir(parents=True, exist_ok=True)
+    with progress_bar(Console(stderr=True)) as bar:
+        task = bar.add_task("supernet", total=1)
+
+        def show(text: str, done: int, total: int) -> None:
+            bar.update(task, description=text, completed=done, total=total)
+
+        history = train_supernet(
+            supernet,
+            splits,
+            config.training,
+            config.supernet,
+            seed=config.seed,
+            checkpoint=folder / f"supernet-{key}.pt",
+            progress=show,
+        )
+    sizes = SplitsBySize(splits, space)
+    test_x = normalize(test.images.float() / 255.0, splits.mean, splits.std)
+    test_at: dict[int, torch.Tensor] = {}
+    out = []
+    for cand in candidates:
+        split = sizes.at(sizes.size(cand))
+        module = inherit(supernet, cand, split, config.training)
+        size = split.image_size
+        if size not in test_at:
+            test_at[size] = test_x if size == test_x.shape[-1] else resize_images(test_x, size)
+        x = test_at[size]
+        out.append(
+            {
+                "val": evaluate_accuracy(module, split.val_x, split.val_y),
+                "test": evaluate_accuracy(module, x, test.labels),
+            }
+        )
+    latency = latency_source(
+        parse_config(
+            {**config.model_dump(mode="json"), "latency": {"mode": "predicted"}},
+            source="throughput",
+        ),
+        space,
+        Path("runs"),
+    )
+
+    def one(cand: Any) -> float:
+        """Score `cand` as `evaluation: supernet` does; its CPU seconds (all threads)."""
+        start = time.process_time()
+        split = sizes.at(sizes.size(cand))
+        evaluate_accuracy(inherit(supernet, cand, split, config.training), split.val_x, split.val_y)
+        latency(cand)
+        return time.process_time() - start
+
+    return out, sum(history.seconds), one
+
+
+def throughput(space: Any, one: Callable[[Any], float], n: int, seed: int) -> tuple[float, float]:
+    """(candidates per CPU-hour, per wall-clock hour) over `n` random candidates."""
+    rng = np.random.default_rng(seed + 1)
+    wall = time.perf_counter()
+    cpu = sum(one(space.sample(rng)) for _ in range(n))
+    return 3600 * n / cpu, 3600 * n / (time.perf_counter() - wall)
+
+
 def correlations(a: list[float], b: list[float]) -> str:
     tau, rho = kendalltau(a, b), spearmanr(a, b)
     return (
@@ -108,7 +197,7 @@ def correlations(a: list[float], b: list[float]) -> str:
     )
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", type=Path)
     parser.add_argument("--candidates", type=int, default=10)
@@ -122,9 +211,32 @@ def main() -> None:
         metavar="FIELD=VALUE",
         help="change the proxy recipe, e.g. training.epochs=3",
     )
+    parser.add_argument(
+        "--supernet", action="store_true", help="also score with the config's trained supernet"
+    )
+    parser.add_argument(
+        "--throughput",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --supernet: time N more candidates scored as a supernet search does",
+    )
     parser.add_argument("--cache", type=Path, default=Path("runs/proxy_ranking.json"))
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def sample(space: Any, n: int, seed: int) -> list[Any]:
+    rng = np.random.default_rng(seed)
+    candidates: list[Any] = []
+    while len(candidates) < n:
+        c = space.sample(rng)
+        if c not in candidates:
+            candidates.append(c)
+    return candidates
+
+
+def main() -> None:
+    args = parse_args()
     base = load_config(args.config)
     if base.data.dataset != "fashion_mnist":
         raise SystemExit("this benchmark scores on Fashion-MNIST's test set; use such a config")
@@ -137,12 +249,7 @@ def main() -> None:
         ],
     )
     space = get_space(base.space.name, base.space)
-    rng = np.random.default_rng(args.seed)
-    candidates: list[Any] = []
-    while len(candidates) < args.candidates:
-        c = space.sample(rng)
-        if c not in candidates:
-            candidates.append(c)
+    candidates = sample(space, args.candidates, args.seed)
     cache = json.loads(args.cache.read_text()) if args.cache.is_file() else {}
     args.cache.parent.mkdir(parents=True, exist_ok=True)
     test = load_fashion_mnist(base.data.path, split="test")
@@ -155,26 +262,76 @@ def main() -> None:
     )
     p = score(proxy, candidates, test, cache, args.cache, "proxy")
     r = score(reference, candidates, test, cache, args.cache, "reference")
+    sn: list[dict[str, float]] | None = None
+    if args.supernet:
+        sn, sn_seconds, one = supernet_scores(proxy, candidates, test, args.cache.parent)
+    report(space, candidates, p, r, sn)
+    if args.supernet:
+        costs(proxy, space, p, sn_seconds, one, args.throughput, args.seed)
 
+
+def report(
+    space: Any,
+    candidates: list[Any],
+    p: list[dict[str, float]],
+    r: list[dict[str, float]],
+    sn: list[dict[str, float]] | None,
+) -> None:
+    extra = f" {'supernet val':>12} {'supernet test':>13}" if sn else ""
     print(
-        f"{'#':>2} {'params M':>8} {'proxy val':>9} {'proxy test':>10} {'ref test':>8}  candidate"
+        f"{'#':>2} {'params M':>8} {'proxy val':>9} {'proxy test':>10}{extra} {'ref test':>8}  "
+        "candidate"
     )
     for i, cand in enumerate(candidates):
         params = count_params(space.build(cand, 10, 1)) / 1e6
+        inherited = f" {sn[i]['val']:>12.4f} {sn[i]['test']:>13.4f}" if sn else ""
         print(
-            f"{i:>2} {params:>8.2f} {p[i]['val']:>9.4f} {p[i]['test']:>10.4f} "
+            f"{i:>2} {params:>8.2f} {p[i]['val']:>9.4f} {p[i]['test']:>10.4f}{inherited} "
             f"{r[i]['test']:>8.4f}  {space.encode(cand)}"
         )
     ref = [x["test"] for x in r]
     n = len(candidates)
-    print(f"proxy (validation) vs reference: {correlations([x['val'] for x in p], ref)}, n={n}")
-    print(f"proxy (test set)   vs reference: {correlations([x['test'] for x in p], ref)}, n={n}")
+    print(f"proxy (validation)    vs reference: {correlations([x['val'] for x in p], ref)}, n={n}")
+    print(f"proxy (test set)      vs reference: {correlations([x['test'] for x in p], ref)}, n={n}")
+    if sn:
+        print(
+            f"supernet (validation) vs reference: "
+            f"{correlations([x['val'] for x in sn], ref)}, n={n}"
+        )
+        print(
+            f"supernet (test set)   vs reference: "
+            f"{correlations([x['test'] for x in sn], ref)}, n={n}"
+        )
     spread = max(ref) - min(ref)
     print(
         f"reference accuracy spread {spread:.4f}; proxy seconds "
         f"{sum(x['seconds'] for x in p):.0f}, reference seconds "
         f"{sum(x['seconds'] for x in r):.0f}"
     )
+
+
+def costs(
+    config: RunConfig,
+    space: Any,
+    p: list[dict[str, float]],
+    sn_seconds: float,
+    one: Callable[[Any], float],
+    n: int,
+    seed: int,
+) -> None:
+    proxy_40 = 40 * float(np.mean([x["seconds"] for x in p]))
+    print(
+        f"supernet training {sn_seconds:.0f} s ({config.supernet.epochs} epochs on "
+        f"{config.data.train_size} images) vs proxy-training 40 candidates {proxy_40:.0f} s: "
+        f"ratio {sn_seconds / proxy_40:.2f}"
+    )
+    if n:
+        per_cpu_hour, per_hour = throughput(space, one, n, seed)
+        print(
+            f"throughput over {n} candidates (inherited weights, BatchNorm re-estimated, "
+            f"validation accuracy, latency from the lookup table): {per_cpu_hour:.0f} per "
+            f"CPU-hour, {per_hour:.0f} per wall-clock hour at {torch.get_num_threads()} threads"
+        )
 
 
 if __name__ == "__main__":
