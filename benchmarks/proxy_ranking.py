@@ -181,12 +181,23 @@ def supernet_scores(
     return out, sum(history.seconds), one
 
 
-def throughput(space: Any, one: Callable[[Any], float], n: int, seed: int) -> tuple[float, float]:
-    """(candidates per CPU-hour, per wall-clock hour) over `n` random candidates."""
-    rng = np.random.default_rng(seed + 1)
-    wall = time.perf_counter()
-    cpu = sum(one(space.sample(rng)) for _ in range(n))
-    return 3600 * n / cpu, 3600 * n / (time.perf_counter() - wall)
+def throughput(
+    space: Any, one: Callable[[Any], float], n: int, seed: int, threads: list[int]
+) -> dict[int, tuple[float, float]]:
+    """Per torch thread count: (candidates per CPU-hour, per wall-clock hour) over the same `n`
+    random candidates."""
+    before = torch.get_num_threads()
+    out = {}
+    try:
+        for k in threads:
+            torch.set_num_threads(k)
+            rng = np.random.default_rng(seed + 1)
+            wall = time.perf_counter()
+            cpu = sum(one(space.sample(rng)) for _ in range(n))
+            out[k] = (3600 * n / cpu, 3600 * n / (time.perf_counter() - wall))
+    finally:
+        torch.set_num_threads(before)
+    return out
 
 
 def correlations(a: list[float], b: list[float]) -> str:
@@ -220,6 +231,14 @@ def parse_args() -> argparse.Namespace:
         default=0,
         metavar="N",
         help="with --supernet: time N more candidates scored as a supernet search does",
+    )
+    parser.add_argument(
+        "--throughput-threads",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        metavar="K",
+        help="torch threads to time them at (a CPU-hour is one core's hour)",
     )
     parser.add_argument("--cache", type=Path, default=Path("runs/proxy_ranking.json"))
     return parser.parse_args()
@@ -260,14 +279,19 @@ def main() -> None:
         f"{reference.data.train_size} images x {reference.training.epochs} epochs, scored on "
         f"the {len(test.images)} test images"
     )
+    sn: list[dict[str, float]] | None = None
+    if args.supernet:  # first, so that its timings are taken before the long reference runs
+        sn, sn_seconds, one = supernet_scores(proxy, candidates, test, args.cache.parent)
+        per_hour = (
+            throughput(space, one, args.throughput, args.seed, args.throughput_threads)
+            if args.throughput
+            else {}
+        )
     p = score(proxy, candidates, test, cache, args.cache, "proxy")
     r = score(reference, candidates, test, cache, args.cache, "reference")
-    sn: list[dict[str, float]] | None = None
-    if args.supernet:
-        sn, sn_seconds, one = supernet_scores(proxy, candidates, test, args.cache.parent)
     report(space, candidates, p, r, sn)
     if args.supernet:
-        costs(proxy, space, p, sn_seconds, one, args.throughput, args.seed)
+        costs(proxy, p, sn_seconds, per_hour, args.throughput)
 
 
 def report(
@@ -312,12 +336,10 @@ def report(
 
 def costs(
     config: RunConfig,
-    space: Any,
     p: list[dict[str, float]],
     sn_seconds: float,
-    one: Callable[[Any], float],
+    per_hour: dict[int, tuple[float, float]],
     n: int,
-    seed: int,
 ) -> None:
     proxy_40 = 40 * float(np.mean([x["seconds"] for x in p]))
     print(
@@ -325,12 +347,11 @@ def costs(
         f"{config.data.train_size} images) vs proxy-training 40 candidates {proxy_40:.0f} s: "
         f"ratio {sn_seconds / proxy_40:.2f}"
     )
-    if n:
-        per_cpu_hour, per_hour = throughput(space, one, n, seed)
+    for threads, (per_cpu_hour, per_wall_hour) in per_hour.items():
         print(
-            f"throughput over {n} candidates (inherited weights, BatchNorm re-estimated, "
-            f"validation accuracy, latency from the lookup table): {per_cpu_hour:.0f} per "
-            f"CPU-hour, {per_hour:.0f} per wall-clock hour at {torch.get_num_threads()} threads"
+            f"throughput over {n} candidates at {threads} thread(s) (inherited weights, "
+            "BatchNorm re-estimated, validation accuracy, latency from the lookup table): "
+            f"{per_cpu_hour:.0f} per CPU-hour, {per_wall_hour:.0f} per wall-clock hour"
         )
 
 
