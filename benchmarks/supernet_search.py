@@ -100,9 +100,10 @@ def stand_alone(
     for label, front in fronts.items():
         candidates = [space.decode(text) for text in front["candidate"]]
         scores = score(reference, candidates, test, cache, args.cache, f"{label} front")
-        frame = front[["number", "candidate", "accuracy"]].copy()
+        frame = front[["number", "accuracy"]].copy()
         frame["test_accuracy"] = [s["test"] for s in scores]
         frame["latency_ms"] = [measured(c)[0].p50_ms for c in candidates]
+        frame["candidate"] = front["candidate"]
         out[label] = frame
     return out
 
