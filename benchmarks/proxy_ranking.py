@@ -40,7 +40,7 @@ from scipy.stats import kendalltau, spearmanr
 
 from nas.config import RunConfig, load_config, parse_config
 from nas.evaluate.latency import latency_source
-from nas.evaluate.supernet import make_supernet
+from nas.evaluate.supernet import SupernetEvaluator, make_supernet
 from nas.progress import progress_bar
 from nas.train.data import (
     ImageDataset,
@@ -161,21 +161,25 @@ def supernet_scores(
                 "test": evaluate_accuracy(module, x, test.labels),
             }
         )
-    latency = latency_source(
-        parse_config(
-            {**config.model_dump(mode="json"), "latency": {"mode": "predicted"}},
-            source="throughput",
-        ),
-        space,
-        Path("runs"),
+    predicted = parse_config(
+        {**config.model_dump(mode="json"), "latency": {"mode": "predicted"}},
+        source="throughput",
+    )
+    evaluator = SupernetEvaluator(
+        supernet=supernet,
+        space=space,
+        data=splits,
+        training=config.training,
+        deployment=config.deployment.target(),
+        latency=latency_source(predicted, space, Path("runs")),
+        seed=config.seed,
     )
 
     def one(cand: Any) -> float:
-        """Score `cand` as `evaluation: supernet` does; its CPU seconds (all threads)."""
+        """Score `cand` as a trial of `evaluation: supernet` does (size, latency from the
+        lookup table, inherited weights, validation accuracy); its CPU seconds (all threads)."""
         start = time.process_time()
-        split = sizes.at(sizes.size(cand))
-        evaluate_accuracy(inherit(supernet, cand, split, config.training), split.val_x, split.val_y)
-        latency(cand)
+        evaluator(cand)
         return time.process_time() - start
 
     return out, sum(history.seconds), one
