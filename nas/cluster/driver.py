@@ -196,8 +196,9 @@ class _Driver:
         payload (once per worker process, not per trial)."""
         if self.config.evaluation != "supernet":
             return {}
-        splits = self.session.proxy[1]
-        search_supernet(self.config, splits, self.run.root, self.reporter.phase)
+        if self.session.supernet is None:  # not given: trained into the run, here
+            splits = self.session.proxy[1]
+            search_supernet(self.config, splits, self.run.root, self.reporter.phase)
         path = self.config.supernet.path or supernet_path(self.run.root)
         return {SHIPPED_SUPERNET: Path(path).read_bytes()}
 

@@ -168,10 +168,7 @@ class SupernetEvaluator(Evaluator):
         self.supernet = supernet
 
     def build_proxy(self, candidate: Any) -> torch.nn.Module:
-        try:
-            self.supernet.check(candidate)
-        except ValueError as e:
-            raise ConfigError(f"candidate {self.space.encode(candidate)}: {e}") from None
+        _check(self.supernet, candidate, self.space.encode(candidate))
         return inherit(self.supernet, candidate, self.proxy_data(candidate), self.training)
 
     def _train(
@@ -261,7 +258,15 @@ def evaluate_candidates(
 def _candidate(supernet: EfficientNetSupernet, text: str) -> EfficientNetCandidate:
     try:
         candidate = supernet.space.decode(text)
-        supernet.check(candidate)
     except ValueError as e:
         raise ConfigError(f"candidate {text!r}: {e}") from None
+    _check(supernet, candidate, repr(text))
     return candidate
+
+
+def _check(supernet: EfficientNetSupernet, candidate: EfficientNetCandidate, name: str) -> None:
+    """ConfigError naming the candidate when it is outside the supernet's space."""
+    try:
+        supernet.check(candidate)
+    except ValueError as e:
+        raise ConfigError(f"candidate {name}: {e}") from None

@@ -44,6 +44,7 @@ from nas.storage import check_storage
 from nas.train.data import ImageDataset, ProxySplits, load_dataset, make_splits
 from nas.train.distillation import Teacher, check_teacher
 from search_spaces import get_space
+from search_spaces.efficientnet.supernet import EfficientNetSupernet
 
 BACKENDS = ("local", "ray")
 
@@ -141,6 +142,7 @@ class Session:
     compressor: Compressor | None
     compression: CompressionSpace
     table: BenchmarkTable | None = None
+    supernet: EfficientNetSupernet | None = None  # `supernet.path`'s, loaded once when checked
 
     @property
     def proxy(self) -> tuple[ImageDataset, ProxySplits]:
@@ -213,9 +215,10 @@ def prepare(
             cache=latency_cache(runs_dir),
         )
     check_teacher(config.compression.distillation, space, splits)
+    given = None
     if config.evaluation == "supernet" and config.supernet.path is not None:
-        given_supernet(config, splits)
-    return Session(config, space, dataset, splits, latency, compressor, compression)
+        given = given_supernet(config, splits)
+    return Session(config, space, dataset, splits, latency, compressor, compression, supernet=given)
 
 
 def make_teacher(session: Session, root: Path) -> Teacher | None:
@@ -256,7 +259,7 @@ def make_evaluator(
         "finetune_lr_scale": config.compression.pruning.finetune_lr_scale,
     }
     if config.evaluation == "supernet":
-        supernet = search_supernet(config, session.proxy[1], root, progress)
+        supernet = session.supernet or search_supernet(config, session.proxy[1], root, progress)
         return SupernetEvaluator(supernet=supernet, **common)
     return Evaluator(**common)
 
