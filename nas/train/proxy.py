@@ -12,7 +12,8 @@ from __future__ import annotations
 import io
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,14 +103,31 @@ def make_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
 
 
+@contextmanager
+def channels_last(model: nn.Module) -> Iterator[Callable[[torch.Tensor], torch.Tensor]]:
+    """Run `model` in channels-last memory format inside the block; yields the input
+    conversion. On CPU this makes the small depthwise and 1x1 convolutions of EfficientNet
+    candidates at 20-28 px about 1.3x faster, training and inference alike (measured at one
+    thread); the weights are contiguous again afterwards."""
+    model.to(memory_format=torch.channels_last)
+    try:
+        yield lambda x: x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+    finally:
+        model.to(memory_format=torch.contiguous_format)
+
+
 @torch.no_grad()
 def evaluate_accuracy(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 128
 ) -> float:
+    """Top-1 accuracy of `model` on (x, y), in batches of `batch_size` (128 runs faster on CPU
+    than larger batches, whose activations leave the cache)."""
     model.eval()
     correct = 0
-    for i in range(0, len(x), batch_size):
-        correct += int((model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum())
+    with channels_last(model) as convert:
+        for i in range(0, len(x), batch_size):
+            out = model(convert(x[i : i + batch_size]))
+            correct += int((out.argmax(1) == y[i : i + batch_size]).sum())
     return correct / len(x)
 
 
@@ -124,8 +142,9 @@ def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, batches: int, batch
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average
     model.train()
-    for i in range(min(batches, math.ceil(len(x) / batch_size))):
-        model(x[i * batch_size : (i + 1) * batch_size])
+    with channels_last(model) as convert:
+        for i in range(min(batches, math.ceil(len(x) / batch_size))):
+            model(convert(x[i * batch_size : (i + 1) * batch_size]))
     for m, momentum in zip(norms, saved, strict=True):
         m.momentum = momentum
     model.eval()
@@ -224,15 +243,30 @@ def _train_epoch(
     distillation: Distillation | None,
 ) -> float:
     """One pass over the training images in a seeded order; the mean training loss."""
-    model, opt = state.model, state.opt
+    model = state.model
     model.train()
     order = torch.randperm(len(data.train_x), generator=state.generator)
+    with channels_last(model) as convert:
+        return _train_steps(state, data, cfg, epoch, order, convert, on_step, distillation)
+
+
+def _train_steps(
+    state: _State,
+    data: ProxySplits,
+    cfg: TrainingConfig,
+    epoch: int,
+    order: torch.Tensor,
+    convert: Callable[[torch.Tensor], torch.Tensor],
+    on_step: StepCallback | None,
+    distillation: Distillation | None,
+) -> float:
+    model, opt = state.model, state.opt
     total, seen = 0.0, 0
     for step in range(state.steps_per_epoch):
         idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
         if len(idx) < 2 and seen:  # a 1-image batch breaks BatchNorm; skip the remainder
             break
-        logits = model(data.train_x[idx])
+        logits = model(convert(data.train_x[idx]))
         loss = F.cross_entropy(logits, data.train_y[idx], label_smoothing=cfg.label_smoothing)
         if distillation is not None:
             loss = distillation.loss(logits, idx, loss)
