@@ -328,6 +328,23 @@ class EHVIConfig(StrictModel):
     )
 
 
+def supernet_space_problem(space: EfficientNetSpaceConfig) -> str | None:
+    """Why a supernet cannot serve `space` (a phrase), or None. Its weights are shared by every
+    width, depth, kernel and expansion, but not by several activations: activations of
+    different ranges (relu6 clips, silu and hard-swish pass negatives) would share them, and
+    only the few random sub-networks of a step would train the mixes."""
+    for field, acts in (
+        ("space.choices.act", space.choices.act),
+        ("space.stem_head_act", space.stem_head_act),
+    ):
+        if len(acts) > 1:
+            return (
+                f"needs one activation per supernet, {field} lists {len(acts)} "
+                f"({', '.join(acts)}); list one (train one supernet per activation)"
+            )
+    return None
+
+
 class SupernetConfig(StrictModel):
     """The weight-sharing supernet of an EfficientNet space (`nas supernet train`), trained
     with the sandwich rule and in-place distillation (see `nas.train.supernet`); the optimiser,
@@ -500,6 +517,10 @@ class RunConfig(StrictModel):
                 "evaluation: supernet trains no candidate, nothing to stop early; set "
                 "search.early_stopping.enabled: false"
             )
+        assert isinstance(self.space, EfficientNetSpaceConfig)
+        problem = supernet_space_problem(self.space)
+        if problem:
+            raise ValueError(f"evaluation: supernet {problem}")
         return self
 
     @model_validator(mode="after")

@@ -41,6 +41,13 @@ SMALL_CONFIG: dict[str, Any] = {
 }
 
 
+# SMALL_CONFIG's changes for a supernet search: a short supernet training, one activation.
+SUPERNET_SETTINGS: dict[str, Any] = {
+    "evaluation": "supernet",
+    "supernet": {"epochs": 1, "random_subnets": 1},
+    "space": {"choices": {"act": ["relu6"]}},
+}
+
 # Every choice of the EfficientNet space with two values: the supernet tests slice all of them.
 ELASTIC_CHOICES: dict[str, list[Any]] = {
     "kernel": [3, 5],

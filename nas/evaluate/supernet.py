@@ -24,7 +24,7 @@ import torch
 
 from hwnas_base.io import write_atomic
 from hwnas_base.progress import PhaseProgress, quiet
-from nas.config import RunConfig
+from nas.config import RunConfig, supernet_space_problem
 from nas.errors import ConfigError, RunError
 from nas.evaluate.evaluator import Evaluator, Outcome
 from nas.evaluate.latency import latency_source
@@ -52,12 +52,16 @@ def supernet_path(root: Path) -> Path:
 
 
 def make_supernet(config: RunConfig, splits: ProxySplits) -> EfficientNetSupernet:
-    """The untrained supernet of the config's space; ConfigError for a space that has none."""
+    """The untrained supernet of the config's space; ConfigError for a space that has none or
+    that lists several activations."""
     space = get_space(config.space.name, config.space)
     if not isinstance(space, EfficientNetSpace):
         raise ConfigError(
             f"supernet: the {config.space.name} space has no supernet; use space.name: efficientnet"
         )
+    problem = supernet_space_problem(space.config)
+    if problem:
+        raise ConfigError(f"supernet: {problem}")
     return EfficientNetSupernet(space, splits.num_classes, splits.channels)
 
 

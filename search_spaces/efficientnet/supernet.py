@@ -9,7 +9,10 @@ sub-network of it, and its weights are slices of the largest network's tensors:
   transform, which the sandwich rule makes unnecessary in BigNAS's measurements);
 - depth: the first blocks of each stage;
 - squeeze-excitation: the SE weights are used where the candidate has SE, skipped where not;
-- activation: parameter-free, so every activation shares the same weights.
+- activation: parameter-free, so a module with another activation still loads the weights,
+  but weights trained under one activation are not trained for another; a supernet search
+  fixes one (`evaluation: supernet` refuses a space that lists several), as Once-for-All and
+  BigNAS do.
 
 Nothing on the supernet says which sub-network is active. `forward(x, candidate)` builds the
 candidate's static timm module (cached) and runs it with `torch.func.functional_call` on views

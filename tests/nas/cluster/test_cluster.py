@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from nas.storage import is_finished
-from tests.conftest import REPO, SMALL_CONFIG, deep_update, run_cli
+from tests.conftest import REPO, SMALL_CONFIG, SUPERNET_SETTINGS, deep_update, run_cli
 from tests.services import Postgres, RayCluster, netns_available, trial_states, wait_for
 
 pytestmark = [
@@ -109,8 +109,7 @@ def check_exact(run_dir: Path, study: optuna.Study, target: int) -> None:
 
 def test_ray_local_instance_writes_the_run_format(tmp_path: Path) -> None:
     """A supernet search: the driver trains the supernet once, trials score with its weights."""
-    supernet = {"evaluation": "supernet", "supernet": {"epochs": 1, "random_subnets": 1}}
-    config = write(tmp_path, {"name": "raylocal", **supernet})
+    config = write(tmp_path, {**SUPERNET_SETTINGS, "name": "raylocal"})
     proc = run_cli("search", config, "--backend", "ray", "--runs-dir", tmp_path / "runs")
     assert proc.returncode == 0, proc.stderr
     run = tmp_path / "runs" / "raylocal"

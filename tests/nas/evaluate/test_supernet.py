@@ -14,11 +14,16 @@ import yaml
 
 from nas.config import load_config
 from search_spaces import get_space
-from tests.conftest import SMALL_CONFIG, deep_update, run_cli
+from tests.conftest import SMALL_CONFIG, SUPERNET_SETTINGS, deep_update, run_cli
 
 SUPERNET_CONFIG = deep_update(
     SMALL_CONFIG,
-    {"name": "sn", "supernet": {"epochs": 1, "random_subnets": 1}, "data": {"train_size": 300}},
+    {
+        "name": "sn",
+        "supernet": SUPERNET_SETTINGS["supernet"],
+        "space": SUPERNET_SETTINGS["space"],
+        "data": {"train_size": 300},
+    },
 )
 
 
@@ -106,6 +111,16 @@ def test_bad_input_is_one_line_and_exit_code_2(trained: Path, tmp_path: Path) ->
     nb201 = tmp_path / "nb201.yaml"
     nb201.write_text(yaml.safe_dump({**SUPERNET_CONFIG, "space": {"name": "nb201"}}))
     cases.append((("supernet", "train", nb201, "--runs-dir", tmp_path / "runs"), "has no supernet"))
+    mixed = tmp_path / "mixed.yaml"
+    mixed.write_text(
+        yaml.safe_dump({**SUPERNET_CONFIG, "name": "mixed", "space": SMALL_CONFIG["space"]})
+    )
+    cases.append(
+        (
+            ("supernet", "train", mixed, "--runs-dir", tmp_path / "runs"),
+            "supernet: needs one activation per supernet, space.choices.act lists 2",
+        )
+    )
     for args, message in cases:
         proc = run_cli(*args)
         assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
@@ -200,6 +215,10 @@ def test_a_supernet_search_refuses_what_it_cannot_use(trained: Path, tmp_path: P
             "evaluation: supernet trains no candidate",
         ),
         ({"space": {"name": "nb201"}}, "needs space.name: efficientnet"),
+        (
+            {"space": SMALL_CONFIG["space"]},  # relu6 and hswish
+            "needs one activation per supernet, space.choices.act lists 2 (relu6, hswish)",
+        ),
     ]
     for i, (changes, message) in enumerate(cases):
         search = search_config(tmp_path, f"bad{i}", **changes)
