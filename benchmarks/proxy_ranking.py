@@ -27,8 +27,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import multiprocessing
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ import yaml
 from rich.console import Console
 from scipy.stats import kendalltau, spearmanr
 
+from hwnas_base.io import write_atomic
 from nas.config import RunConfig, load_config, parse_config
 from nas.evaluate.latency import latency_source
 from nas.evaluate.supernet import SupernetEvaluator, make_supernet
@@ -79,54 +82,77 @@ def recipe_key(config: RunConfig) -> str:
     )
 
 
+def train_and_test(config: RunConfig, cand: Any, threads: int | None = None) -> dict[str, float]:
+    """Train `cand` with `config`'s recipe; its validation and test-set accuracy and seconds."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    space = get_space(config.space.name, config.space)
+    splits = make_splits(load_dataset(config.data), config.data, config.seed)
+    test = load_fashion_mnist(config.data.path, split="test")
+    test_x = normalize(test.images.float() / 255.0, splits.mean, splits.std)
+    size = space.proxy_input_size(cand, splits.image_size)
+    torch.manual_seed(config.seed)
+    model = space.build(cand, splits.num_classes, splits.channels, input_size=size)
+    start = time.perf_counter()
+    result = train_proxy(model, splits.resized(size), config.training, seed=config.seed)
+    x = resize_images(test_x, size) if size != test_x.shape[-1] else test_x
+    return {
+        "val": result.accuracy,
+        "test": evaluate_accuracy(model, x, test.labels),
+        "seconds": time.perf_counter() - start,
+    }
+
+
 def score(
     config: RunConfig,
     candidates: list[Any],
-    test: ImageDataset,
     cache: dict[str, Any],
     cache_path: Path,
     label: str,
+    jobs: int = 1,
 ) -> list[dict[str, float]]:
-    """Train each candidate with `config`'s recipe; validation and test-set accuracy."""
+    """Train each candidate not in the cache with `config`'s recipe, `jobs` at a time (each at
+    one thread when more than one); validation and test-set accuracy, cached as they finish."""
     space = get_space(config.space.name, config.space)
-    splits = make_splits(load_dataset(config.data), config.data, config.seed)
-    test_x = normalize(test.images.float() / 255.0, splits.mean, splits.std)
     key = recipe_key(config)
-    out = []
-    for i, cand in enumerate(candidates):
-        entry = f"{space.encode(cand)}|{key}"
-        if entry not in cache:
-            size = space.proxy_input_size(cand, splits.image_size)
-            torch.manual_seed(config.seed)
-            model = space.build(cand, splits.num_classes, splits.channels, input_size=size)
-            start = time.perf_counter()
-            result = train_proxy(model, splits.resized(size), config.training, seed=config.seed)
-            x = resize_images(test_x, size) if size != test_x.shape[-1] else test_x
-            cache[entry] = {
-                "val": result.accuracy,
-                "test": evaluate_accuracy(model, x, test.labels),
-                "seconds": time.perf_counter() - start,
-            }
-            cache_path.write_text(json.dumps(cache, indent=1))
-            print(
-                f"  {label} {i + 1}/{len(candidates)}: val {cache[entry]['val']:.4f}, test "
-                f"{cache[entry]['test']:.4f} in {cache[entry]['seconds']:.0f} s",
-                flush=True,
+    entries = [f"{space.encode(cand)}|{key}" for cand in candidates]
+    todo = [i for i, entry in enumerate(entries) if entry not in cache]
+
+    def done(i: int, result: dict[str, float]) -> None:
+        cache[entries[i]] = result
+        if cache_path.is_file():  # what another run of this script cached meanwhile
+            cache.update(
+                {k: v for k, v in json.loads(cache_path.read_text()).items() if k not in cache}
             )
-        out.append(cache[entry])
-    return out
+        write_atomic(cache_path, json.dumps(cache, indent=1).encode())
+        print(
+            f"  {label} {i + 1}/{len(candidates)}: val {result['val']:.4f}, test "
+            f"{result['test']:.4f} in {result['seconds']:.0f} s",
+            flush=True,
+        )
+
+    if jobs == 1:
+        for i in todo:
+            done(i, train_and_test(config, candidates[i]))
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(jobs, mp_context=context) as pool:
+            futures = {pool.submit(train_and_test, config, candidates[i], 1): i for i in todo}
+            for future in as_completed(futures):
+                done(futures[future], future.result())
+    return [cache[entry] for entry in entries]
 
 
 def supernet_scores(
     config: RunConfig, candidates: list[Any], test: ImageDataset, folder: Path
-) -> tuple[list[dict[str, float]], float, Callable[[Any], float]]:
+) -> tuple[list[dict[str, float]], list[float], Callable[[Any], float]]:
     """Train the config's supernet once (checkpointed in `folder`); each candidate's validation
     and test-set accuracy with inherited weights, the training seconds, and a function that
     scores one more candidate as a supernet search does (its CPU seconds)."""
     splits = make_splits(load_dataset(config.data), config.data, config.seed)
     supernet = make_supernet(config, splits)
     space = supernet.space
-    recipe = recipe_key(config) + config.supernet.model_dump_json()
+    recipe = recipe_key(config) + config.supernet.model_dump_json() + config.space.model_dump_json()
     key = hashlib.sha256(recipe.encode()).hexdigest()[:12]
     folder.mkdir(parents=True, exist_ok=True)
     with progress_bar(Console(stderr=True)) as bar:
@@ -161,6 +187,11 @@ def supernet_scores(
                 "test": evaluate_accuracy(module, x, test.labels),
             }
         )
+        print(
+            f"  supernet {len(out)}/{len(candidates)}: val {out[-1]['val']:.4f}, test "
+            f"{out[-1]['test']:.4f}",
+            flush=True,
+        )
     predicted = parse_config(
         {**config.model_dump(mode="json"), "latency": {"mode": "predicted"}},
         source="throughput",
@@ -182,7 +213,7 @@ def supernet_scores(
         evaluator(cand)
         return time.process_time() - start
 
-    return out, sum(history.seconds), one
+    return out, history.seconds, one
 
 
 def throughput(
@@ -219,6 +250,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="candidate sampling seed")
     parser.add_argument("--reference-train-size", type=int, default=15000)
     parser.add_argument("--reference-epochs", type=int, default=5)
+    parser.add_argument(
+        "--reference-jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train N reference candidates at a time, one thread each (their time is not "
+        "compared with anything)",
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -285,17 +324,17 @@ def main() -> None:
     )
     sn: list[dict[str, float]] | None = None
     if args.supernet:  # first, so that its timings are taken before the long reference runs
-        sn, sn_seconds, one = supernet_scores(proxy, candidates, test, args.cache.parent)
+        sn, epoch_seconds, one = supernet_scores(proxy, candidates, test, args.cache.parent)
         per_hour = (
             throughput(space, one, args.throughput, args.seed, args.throughput_threads)
             if args.throughput
             else {}
         )
-    p = score(proxy, candidates, test, cache, args.cache, "proxy")
-    r = score(reference, candidates, test, cache, args.cache, "reference")
+    p = score(proxy, candidates, cache, args.cache, "proxy")
+    if args.supernet:  # before the long reference runs, which they do not need
+        costs(proxy, p, epoch_seconds, per_hour, args.throughput)
+    r = score(reference, candidates, cache, args.cache, "reference", args.reference_jobs)
     report(space, candidates, p, r, sn)
-    if args.supernet:
-        costs(proxy, p, sn_seconds, per_hour, args.throughput)
 
 
 def report(
@@ -341,15 +380,16 @@ def report(
 def costs(
     config: RunConfig,
     p: list[dict[str, float]],
-    sn_seconds: float,
+    epoch_seconds: list[float],
     per_hour: dict[int, tuple[float, float]],
     n: int,
 ) -> None:
     proxy_40 = 40 * float(np.mean([x["seconds"] for x in p]))
+    sn_seconds = sum(epoch_seconds)
     print(
         f"supernet training {sn_seconds:.0f} s ({config.supernet.epochs} epochs on "
-        f"{config.data.train_size} images) vs proxy-training 40 candidates {proxy_40:.0f} s: "
-        f"ratio {sn_seconds / proxy_40:.2f}"
+        f"{config.data.train_size} images; per epoch {', '.join(f'{s:.0f}' for s in epoch_seconds)}"
+        f" s) vs proxy-training 40 candidates {proxy_40:.0f} s: ratio {sn_seconds / proxy_40:.2f}"
     )
     for threads, (per_cpu_hour, per_wall_hour) in per_hour.items():
         print(

@@ -14,7 +14,8 @@ Both searches resume, the reference runs are cached (shared with `proxy_ranking.
 finished supernet from elsewhere can be reused:
 
     .venv/bin/python benchmarks/supernet_search.py \\
-        [--supernet-path runs/supernet-HASH.pt] [--runs-dir runs/supernet_search]
+        [--supernet-path runs/supernet-HASH.pt] [--runs-dir runs/supernet_search] \\
+        [--reference-jobs 2]
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from nas.pareto import hypervolume_2d, non_dominated_mask
 from nas.progress import RichReporter
 from nas.run import Run
 from nas.storage import is_finished, load_study
-from nas.train.data import load_fashion_mnist
 from search_spaces import get_space
 
 REPO = Path(__file__).resolve().parent.parent
@@ -48,6 +48,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--supernet-path", type=Path, help="a finished supernet to reuse")
     parser.add_argument("--reference-train-size", type=int, default=15000)
     parser.add_argument("--reference-epochs", type=int, default=5)
+    parser.add_argument(
+        "--reference-jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train N front members at a time, one thread each",
+    )
     parser.add_argument("--runs-dir", type=Path, default=Path("runs/supernet_search"))
     parser.add_argument("--cache", type=Path, default=Path("runs/proxy_ranking.json"))
     return parser.parse_args()
@@ -94,12 +101,13 @@ def stand_alone(
     )
     space = get_space(base.space.name, base.space)
     measured = latency_source(base, space, args.runs_dir)
-    test = load_fashion_mnist(base.data.path, split="test")
     cache = json.loads(args.cache.read_text()) if args.cache.is_file() else {}
     out = {}
     for label, front in fronts.items():
         candidates = [space.decode(text) for text in front["candidate"]]
-        scores = score(reference, candidates, test, cache, args.cache, f"{label} front")
+        scores = score(
+            reference, candidates, cache, args.cache, f"{label} front", args.reference_jobs
+        )
         frame = front[["number", "accuracy"]].copy()
         frame["test_accuracy"] = [s["test"] for s in scores]
         frame["latency_ms"] = [measured(c)[0].p50_ms for c in candidates]
