@@ -19,7 +19,7 @@ candidates costs.
     .venv/bin/python benchmarks/proxy_ranking.py configs/quickstart.yaml --candidates 10 \\
         [--reference-train-size 15000 --reference-epochs 5] [--set training.epochs=3 ...]
     .venv/bin/python benchmarks/proxy_ranking.py configs/supernet.yaml --candidates 16 \\
-        --supernet --throughput 100
+        --supernet --throughput 50 --reference-jobs 2
 """
 
 from __future__ import annotations
@@ -147,8 +147,8 @@ def supernet_scores(
     config: RunConfig, candidates: list[Any], test: ImageDataset, folder: Path
 ) -> tuple[list[dict[str, float]], list[float], Callable[[Any], float]]:
     """Train the config's supernet once (checkpointed in `folder`); each candidate's validation
-    and test-set accuracy with inherited weights, the training seconds, and a function that
-    scores one more candidate as a supernet search does (its CPU seconds)."""
+    and test-set accuracy with inherited weights, the training seconds per epoch, and a
+    function that scores one more candidate as a supernet search does (its CPU seconds)."""
     splits = make_splits(load_dataset(config.data), config.data, config.seed)
     supernet = make_supernet(config, splits)
     space = supernet.space
@@ -243,6 +243,14 @@ def correlations(a: list[float], b: list[float]) -> str:
     )
 
 
+def positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    value = int(text) if text.isdigit() else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of at least 1")
+    return value
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", type=Path)
@@ -252,7 +260,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--reference-epochs", type=int, default=5)
     parser.add_argument(
         "--reference-jobs",
-        type=int,
+        type=positive,
         default=1,
         metavar="N",
         help="train N reference candidates at a time, one thread each (their time is not "

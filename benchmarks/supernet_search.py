@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
-from proxy_ranking import score, with_settings
+from proxy_ranking import positive, score, with_settings
 
 from nas import api
 from nas.config import RunConfig, load_config
@@ -50,7 +50,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--reference-epochs", type=int, default=5)
     parser.add_argument(
         "--reference-jobs",
-        type=int,
+        type=positive,
         default=1,
         metavar="N",
         help="train N front members at a time, one thread each",
