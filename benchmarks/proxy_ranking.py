@@ -47,6 +47,7 @@ from nas.evaluate.supernet import SupernetEvaluator, make_supernet
 from nas.progress import progress_bar
 from nas.train.data import (
     ImageDataset,
+    ProxySplits,
     load_dataset,
     load_fashion_mnist,
     make_splits,
@@ -82,14 +83,25 @@ def recipe_key(config: RunConfig) -> str:
     )
 
 
+_DATA: dict[str, tuple[ProxySplits, ImageDataset, torch.Tensor]] = {}
+
+
+def data_for(config: RunConfig) -> tuple[ProxySplits, ImageDataset, torch.Tensor]:
+    """The recipe's splits, the test set and its normalised images; loaded once per process."""
+    key = recipe_key(config)
+    if key not in _DATA:
+        splits = make_splits(load_dataset(config.data), config.data, config.seed)
+        test = load_fashion_mnist(config.data.path, split="test")
+        _DATA[key] = (splits, test, normalize(test.images.float() / 255.0, splits.mean, splits.std))
+    return _DATA[key]
+
+
 def train_and_test(config: RunConfig, cand: Any, threads: int | None = None) -> dict[str, float]:
     """Train `cand` with `config`'s recipe; its validation and test-set accuracy and seconds."""
     if threads is not None:
         torch.set_num_threads(threads)
     space = get_space(config.space.name, config.space)
-    splits = make_splits(load_dataset(config.data), config.data, config.seed)
-    test = load_fashion_mnist(config.data.path, split="test")
-    test_x = normalize(test.images.float() / 255.0, splits.mean, splits.std)
+    splits, test, test_x = data_for(config)
     size = space.proxy_input_size(cand, splits.image_size)
     torch.manual_seed(config.seed)
     model = space.build(cand, splits.num_classes, splits.channels, input_size=size)

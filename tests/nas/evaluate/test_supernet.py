@@ -126,6 +126,7 @@ def test_bad_input_is_one_line_and_exit_code_2(trained: Path, tmp_path: Path) ->
         assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], (args, proc.stderr)
+    assert not (tmp_path / "runs").exists()  # refused before anything is written
     assert not (tmp_path / "runs" / "sn").exists()
 
 
