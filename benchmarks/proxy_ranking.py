@@ -389,12 +389,33 @@ def report(
             f"supernet (test set)   vs reference: "
             f"{correlations([x['test'] for x in sn], ref)}, n={n}"
         )
+    scorers = {"reference": ref, "proxy (validation)": [x["val"] for x in p]}
+    if sn:
+        scorers["supernet (validation)"] = [x["val"] for x in sn]
+    ranks_by(space, candidates, scorers)
     spread = max(ref) - min(ref)
     print(
         f"reference accuracy spread {spread:.4f}; proxy seconds "
         f"{sum(x['seconds'] for x in p):.0f}, reference seconds "
         f"{sum(x['seconds'] for x in r):.0f}"
     )
+
+
+def ranks_by(space: Any, candidates: list[Any], scorers: dict[str, list[float]]) -> None:
+    """What each scorer's ranking follows: its Spearman rho against simple traits of the
+    candidates (a scorer that agrees with the reference follows the same traits)."""
+    traits: dict[str, list[float]] = {
+        "resolution": [float(space.resolution(c)) for c in candidates],
+        "params": [float(count_params(space.build(c, 10, 1))) for c in candidates],
+    }
+    for name in ("width", "depth"):  # compound scaling, where the space has it
+        if all(hasattr(c, name) for c in candidates):
+            traits[name] = [float(getattr(c, name)) for c in candidates]
+    print("Spearman rho against the candidates' traits:")
+    print(f"  {'':<22}" + "".join(f"{name:>11}" for name in traits))
+    for label, scores in scorers.items():
+        rhos = [spearmanr(values, scores).statistic for values in traits.values()]
+        print(f"  {label:<22}" + "".join(f"{rho:>+11.2f}" for rho in rhos))
 
 
 def costs(
