@@ -44,3 +44,27 @@ def test_a_benchmark_runs_as_a_script() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "usage:" in proc.stdout
+
+
+def test_proxy_ranking_names_the_traits_a_ranking_follows(monkeypatch, capsys) -> None:
+    """A scorer that is the candidates' resolution follows resolution exactly (rho +1), and
+    one that is its reverse, exactly the other way (rho -1)."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import proxy_ranking
+
+    from nas.config import load_config
+    from search_spaces import get_space
+
+    config = load_config(REPO / "configs" / "supernet.yaml")
+    space = get_space(config.space.name, config.space)
+    candidates = proxy_ranking.sample(space, 12, seed=0)
+    resolutions = [float(space.resolution(c)) for c in candidates]
+    assert len(set(resolutions)) > 1
+    proxy_ranking.ranks_by(
+        space, candidates, {"follows": resolutions, "reverses": [-r for r in resolutions]}
+    )
+    lines = capsys.readouterr().out.splitlines()
+    header = lines[1].split()
+    assert header[:2] == ["resolution", "params"] and {"width", "depth"} <= set(header)
+    rows = {line.split()[0]: line.split()[1:] for line in lines[2:]}
+    assert rows["follows"][0] == "+1.00" and rows["reverses"][0] == "-1.00"
