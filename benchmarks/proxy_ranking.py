@@ -14,7 +14,10 @@ scored with inherited weights, as ``evaluation: supernet`` scores it: its rankin
 beside the proxy's. Then ``--throughput N`` more random candidates are scored the way such a
 search does, latency from the device's lookup table, and the CPU time per candidate gives
 candidates per CPU-hour; the supernet's training time is printed beside what proxy-training 40
-candidates costs.
+candidates costs. ``--supernet-repeat`` trains the supernet a second time at the next seed
+(another draw of training images, initialisation, order and sub-networks) and prints how well
+the two supernets agree with each other on the test set: a scorer cannot rank better than it
+repeats.
 
     .venv/bin/python benchmarks/proxy_ranking.py configs/quickstart.yaml --candidates 10 \\
         [--reference-train-size 15000 --reference-epochs 5] [--set training.epochs=3 ...]
@@ -156,7 +159,11 @@ def score(
 
 
 def supernet_scores(
-    config: RunConfig, candidates: list[Any], test: ImageDataset, folder: Path
+    config: RunConfig,
+    candidates: list[Any],
+    test: ImageDataset,
+    folder: Path,
+    label: str = "supernet",
 ) -> tuple[list[dict[str, float]], list[float], Callable[[Any], float]]:
     """Train the config's supernet once (checkpointed in `folder`); each candidate's validation
     and test-set accuracy with inherited weights, the training seconds per epoch, and a
@@ -200,7 +207,7 @@ def supernet_scores(
             }
         )
         print(
-            f"  supernet {len(out)}/{len(candidates)}: val {out[-1]['val']:.4f}, test "
+            f"  {label} {len(out)}/{len(candidates)}: val {out[-1]['val']:.4f}, test "
             f"{out[-1]['test']:.4f}",
             flush=True,
         )
@@ -289,6 +296,12 @@ def parse_args() -> argparse.Namespace:
         "--supernet", action="store_true", help="also score with the config's trained supernet"
     )
     parser.add_argument(
+        "--supernet-repeat",
+        action="store_true",
+        help="with --supernet: train a second supernet at the next seed and print how the two "
+        "agree",
+    )
+    parser.add_argument(
         "--throughput",
         type=int,
         default=0,
@@ -353,8 +366,13 @@ def main() -> None:
     p = score(proxy, candidates, cache, args.cache, "proxy")
     if args.supernet:  # before the long reference runs, which they do not need
         costs(proxy, p, epoch_seconds, per_hour, args.throughput)
+    again = None
+    if args.supernet and args.supernet_repeat:
+        second = with_settings(proxy, [f"seed={proxy.seed + 1}"])
+        label = f"supernet seed {second.seed}"
+        again, _, _ = supernet_scores(second, candidates, test, args.cache.parent, label)
     r = score(reference, candidates, cache, args.cache, "reference", args.reference_jobs)
-    report(space, candidates, p, r, sn)
+    report(space, candidates, p, r, sn, again)
 
 
 def report(
@@ -363,8 +381,10 @@ def report(
     p: list[dict[str, float]],
     r: list[dict[str, float]],
     sn: list[dict[str, float]] | None,
+    again: list[dict[str, float]] | None = None,
 ) -> None:
     extra = f" {'supernet val':>12} {'supernet test':>13}" if sn else ""
+    extra += f" {'seed+1 test':>11}" if again else ""
     print(
         f"{'#':>2} {'params M':>8} {'proxy val':>9} {'proxy test':>10}{extra} {'ref test':>8}  "
         "candidate"
@@ -372,6 +392,7 @@ def report(
     for i, cand in enumerate(candidates):
         params = count_params(space.build(cand, 10, 1)) / 1e6
         inherited = f" {sn[i]['val']:>12.4f} {sn[i]['test']:>13.4f}" if sn else ""
+        inherited += f" {again[i]['test']:>11.4f}" if again else ""
         print(
             f"{i:>2} {params:>8.2f} {p[i]['val']:>9.4f} {p[i]['test']:>10.4f}{inherited} "
             f"{r[i]['test']:>8.4f}  {space.encode(cand)}"
@@ -389,9 +410,18 @@ def report(
             f"supernet (test set)   vs reference: "
             f"{correlations([x['test'] for x in sn], ref)}, n={n}"
         )
+    if sn and again:
+        first, second = ([x["test"] for x in run] for run in (sn, again))
+        print(f"supernet (next seed, test set) vs reference: {correlations(second, ref)}, n={n}")
+        print(
+            f"supernet (next seed) vs supernet, both on the test set: "
+            f"{correlations(second, first)}, n={n}"
+        )
     scorers = {"reference": ref, "proxy (validation)": [x["val"] for x in p]}
     if sn:
         scorers["supernet (validation)"] = [x["val"] for x in sn]
+    if again:
+        scorers["supernet seed+1 (test)"] = [x["test"] for x in again]
     ranks_by(space, candidates, scorers)
     spread = max(ref) - min(ref)
     print(
@@ -415,7 +445,8 @@ def ranks_by(space: Any, candidates: list[Any], scorers: dict[str, list[float]])
     print(f"  {'':<22}" + "".join(f"{name:>11}" for name in traits))
     for label, scores in scorers.items():
         rhos = [spearmanr(values, scores).statistic for values in traits.values()]
-        print(f"  {label:<22}" + "".join(f"{rho:>+11.2f}" for rho in rhos))
+        cells = ("n/a" if np.isnan(rho) else f"{rho:+.2f}" for rho in rhos)  # a constant trait
+        print(f"  {label:<22}" + "".join(f"{cell:>11}" for cell in cells))
 
 
 def costs(
