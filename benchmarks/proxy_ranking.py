@@ -417,6 +417,8 @@ def report(
             f"supernet (next seed) vs supernet, both on the test set: "
             f"{correlations(second, first)}, n={n}"
         )
+        mean = list(np.add(first, second) / 2)
+        print(f"mean of both supernets (test set) vs reference: {correlations(mean, ref)}, n={n}")
     scorers = {"reference": ref, "proxy (validation)": [x["val"] for x in p]}
     if sn:
         scorers["supernet (validation)"] = [x["val"] for x in sn]
