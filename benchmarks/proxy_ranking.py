@@ -317,7 +317,14 @@ def parse_args() -> argparse.Namespace:
         help="torch threads to time them at (a CPU-hour is one core's hour)",
     )
     parser.add_argument("--cache", type=Path, default=Path("runs/proxy_ranking.json"))
-    return parser.parse_args()
+    args = parser.parse_args()
+    for flag, given in (
+        ("--throughput", args.throughput),
+        ("--supernet-repeat", args.supernet_repeat),
+    ):
+        if given and not args.supernet:
+            parser.error(f"{flag} scores with the supernet: add --supernet")
+    return args
 
 
 def sample(space: Any, n: int, seed: int) -> list[Any]:

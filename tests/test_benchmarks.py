@@ -68,3 +68,18 @@ def test_proxy_ranking_names_the_traits_a_ranking_follows(monkeypatch, capsys) -
     assert header[:2] == ["resolution", "params"] and {"width", "depth"} <= set(header)
     rows = {line.split()[0]: line.split()[1:] for line in lines[2:]}
     assert rows["follows"][0] == "+1.00" and rows["reverses"][0] == "-1.00"
+
+
+@pytest.mark.parametrize("flag", [["--supernet-repeat"], ["--throughput", "5"]])
+def test_proxy_ranking_refuses_supernet_options_without_the_supernet(flag: list[str]) -> None:
+    script = str(REPO / "benchmarks" / "proxy_ranking.py")
+    proc = subprocess.run(
+        [sys.executable, script, "configs/supernet.yaml", *flag],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert f"{flag[0]} scores with the supernet: add --supernet" in proc.stderr
+    assert proc.stdout == ""
