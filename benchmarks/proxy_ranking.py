@@ -99,6 +99,11 @@ def data_for(config: RunConfig) -> tuple[ProxySplits, ImageDataset, torch.Tensor
     return _DATA[key]
 
 
+def test_images_at(test_x: torch.Tensor, size: int) -> torch.Tensor:
+    """The normalised test images at a candidate's input size."""
+    return test_x if size == test_x.shape[-1] else resize_images(test_x, size)
+
+
 def train_and_test(config: RunConfig, cand: Any, threads: int | None = None) -> dict[str, float]:
     """Train `cand` with `config`'s recipe; its validation and test-set accuracy and seconds."""
     if threads is not None:
@@ -110,10 +115,9 @@ def train_and_test(config: RunConfig, cand: Any, threads: int | None = None) -> 
     model = space.build(cand, splits.num_classes, splits.channels, input_size=size)
     start = time.perf_counter()
     result = train_proxy(model, splits.resized(size), config.training, seed=config.seed)
-    x = resize_images(test_x, size) if size != test_x.shape[-1] else test_x
     return {
         "val": result.accuracy,
-        "test": evaluate_accuracy(model, x, test.labels),
+        "test": evaluate_accuracy(model, test_images_at(test_x, size), test.labels),
         "seconds": time.perf_counter() - start,
     }
 
@@ -161,14 +165,13 @@ def score(
 def supernet_scores(
     config: RunConfig,
     candidates: list[Any],
-    test: ImageDataset,
     folder: Path,
     label: str = "supernet",
 ) -> tuple[list[dict[str, float]], list[float], Callable[[Any], float]]:
     """Train the config's supernet once (checkpointed in `folder`); each candidate's validation
     and test-set accuracy with inherited weights, the training seconds per epoch, and a
     function that scores one more candidate as a supernet search does (its CPU seconds)."""
-    splits = make_splits(load_dataset(config.data), config.data, config.seed)
+    splits, test, test_x = data_for(config)
     supernet = make_supernet(config, splits)
     space = supernet.space
     recipe = recipe_key(config) + config.supernet.model_dump_json() + config.space.model_dump_json()
@@ -190,7 +193,6 @@ def supernet_scores(
             progress=show,
         )
     sizes = SplitsBySize(splits, space)
-    test_x = normalize(test.images.float() / 255.0, splits.mean, splits.std)
     test_at: dict[int, torch.Tensor] = {}
     out = []
     for cand in candidates:
@@ -198,7 +200,7 @@ def supernet_scores(
         module = inherit(supernet, cand, split, config.training)
         size = split.image_size
         if size not in test_at:
-            test_at[size] = test_x if size == test_x.shape[-1] else resize_images(test_x, size)
+            test_at[size] = test_images_at(test_x, size)
         x = test_at[size]
         out.append(
             {
@@ -354,8 +356,7 @@ def main() -> None:
     candidates = sample(space, args.candidates, args.seed)
     cache = json.loads(args.cache.read_text()) if args.cache.is_file() else {}
     args.cache.parent.mkdir(parents=True, exist_ok=True)
-    test = load_fashion_mnist(base.data.path, split="test")
-
+    _, test, _ = data_for(proxy)
     print(
         f"proxy: {proxy.data.train_size} images x {proxy.training.epochs} epochs, scored on "
         f"{proxy.data.val_size} validation images (what the search sees); reference: "
@@ -364,7 +365,7 @@ def main() -> None:
     )
     sn: list[dict[str, float]] | None = None
     if args.supernet:  # first, so that its timings are taken before the long reference runs
-        sn, epoch_seconds, one = supernet_scores(proxy, candidates, test, args.cache.parent)
+        sn, epoch_seconds, one = supernet_scores(proxy, candidates, args.cache.parent)
         per_hour = (
             throughput(space, one, args.throughput, args.seed, args.throughput_threads)
             if args.throughput
@@ -377,7 +378,7 @@ def main() -> None:
     if args.supernet and args.supernet_repeat:
         second = with_settings(proxy, [f"seed={proxy.seed + 1}"])
         label = f"supernet seed {second.seed}"
-        again, _, _ = supernet_scores(second, candidates, test, args.cache.parent, label)
+        again, _, _ = supernet_scores(second, candidates, args.cache.parent, label)
     r = score(reference, candidates, cache, args.cache, "reference", args.reference_jobs)
     report(space, candidates, p, r, sn, again)
 
