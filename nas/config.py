@@ -347,10 +347,19 @@ def supernet_space_problem(space: EfficientNetSpaceConfig) -> str | None:
 
 class SupernetConfig(StrictModel):
     """The weight-sharing supernet of an EfficientNet space (`nas supernet train`), trained
-    with the sandwich rule and in-place distillation (see `nas.train.supernet`); the optimiser,
-    learning rate, schedule and batch size are the `training` section's."""
+    with the sandwich rule and in-place distillation (see `nas.train.supernet`). The optimiser,
+    schedule, weight decay and label smoothing are the `training` section's; batch size and
+    learning rate may differ, since one supernet run must train a whole space: every step sums
+    the gradients of several sub-networks, and more, smaller steps at a higher rate train its
+    middle sub-networks far better than a candidate's proxy recipe does."""
 
     epochs: int = Field(5, ge=1, le=1000, description="passes over the proxy training images")
+    batch_size: int | None = Field(
+        None, ge=2, le=65536, description="images per step; unset: training.batch_size"
+    )
+    lr: float | None = Field(
+        None, gt=0, le=10, description="peak learning rate; unset: training.lr"
+    )
     random_subnets: int = Field(
         2, ge=0, le=16, description="random sub-networks per step besides the largest and smallest"
     )
@@ -363,6 +372,16 @@ class SupernetConfig(StrictModel):
         description="evaluation: supernet: a supernet trained elsewhere (`nas supernet train`) "
         "for this space and data; unset: trained once into RUN/supernet/",
     )
+
+    def training(self, base: TrainingConfig) -> TrainingConfig:
+        """The recipe the supernet's optimiser runs: `base` with this section's batch size and
+        learning rate where they are set."""
+        update: dict[str, Any] = {}
+        if self.batch_size is not None:
+            update["batch_size"] = self.batch_size
+        if self.lr is not None:
+            update["lr"] = self.lr
+        return base.model_copy(update=update)
 
 
 class SearchConfig(StrictModel):

@@ -5,7 +5,9 @@ largest sub-network on the labels, then the smallest and `random_subnets` random
 largest one's softened predictions (detached), accumulating the gradients of all of them before
 one optimiser step. The largest network learns from the data, the others learn to agree with it,
 and training the two extremes every step keeps both ends of the space trained. Each sub-network
-sees the proxy images at its own input size (its resolution scaled like the data's).
+sees the proxy images at its own input size (its resolution scaled like the data's). Steps run
+in channels-last memory format (faster on CPU for these small convolutions); the
+weights are contiguous again for every checkpoint and score.
 
 A run is deterministic for a seed: the data order and the sub-networks drawn depend only on
 (seed, epoch, step). After every epoch the supernet, optimiser and schedule are checkpointed
@@ -39,6 +41,7 @@ from nas.config import SupernetConfig, TrainingConfig
 from nas.errors import NASError, TrainingDivergedError
 from nas.train.data import ProxySplits
 from nas.train.proxy import (
+    channels_last,
     evaluate_accuracy,
     make_optimizer,
     make_scheduler,
@@ -108,8 +111,10 @@ def train_supernet(
     Args:
         supernet: The supernet to train.
         data: Proxy splits at the data's own image size.
-        cfg: Optimiser, learning rate, schedule, batch size, label smoothing, threads.
-        recipe: Epochs, random sub-networks per step, in-place distillation.
+        cfg: Optimiser, learning rate, schedule, batch size, label smoothing, threads; the
+            BatchNorm re-estimation of the sub-networks scored after each epoch.
+        recipe: Epochs, random sub-networks per step, in-place distillation, and the batch
+            size and learning rate that replace `cfg`'s for the supernet's steps.
         seed: Data order and sub-networks drawn.
         checkpoint: Saved after every epoch (atomically); resumed from when it exists.
         progress: (phase, step, steps) during each epoch.
@@ -124,9 +129,10 @@ def train_supernet(
     torch.manual_seed(seed)
     space = supernet.space
     sizes = SplitsBySize(data, space)
-    steps_per_epoch = math.ceil(len(data.train_x) / cfg.batch_size)
-    opt = make_optimizer(supernet, cfg)
-    sched = make_scheduler(opt, cfg, recipe.epochs * steps_per_epoch)
+    optim = recipe.training(cfg)  # batch size and learning rate of the supernet's own steps
+    steps_per_epoch = math.ceil(len(data.train_x) / optim.batch_size)
+    opt = make_optimizer(supernet, optim)
+    sched = make_scheduler(opt, optim, recipe.epochs * steps_per_epoch)
     first, history = _resume(checkpoint, supernet, opt, sched)
     largest, smallest = space.largest(), space.smallest()
     for epoch in range(first, recipe.epochs):
@@ -136,21 +142,27 @@ def train_supernet(
             len(data.train_x), generator=torch.Generator().manual_seed(seed * 100_003 + epoch)
         )
         total, seen = 0.0, 0
-        for step in range(steps_per_epoch):
-            idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            if len(idx) < 2 and seen:  # a 1-image batch breaks BatchNorm
-                break
-            rng = _step_rng(seed, epoch, step)
-            others = [smallest, *(space.sample(rng) for _ in range(recipe.random_subnets))]
-            opt.zero_grad(set_to_none=True)
-            step_loss = _sandwich_step(
-                supernet, sizes, idx, data.train_y[idx], [largest, *others], cfg, recipe
-            )
-            opt.step()
-            sched.step()
-            total += step_loss * len(idx)
-            seen += len(idx)
-            progress(f"supernet epoch {epoch + 1}/{recipe.epochs}", step + 1, steps_per_epoch)
+        with channels_last(supernet.net) as convert:
+            for step in range(steps_per_epoch):
+                idx = order[step * optim.batch_size : (step + 1) * optim.batch_size]
+                if len(idx) < 2 and seen:  # a 1-image batch breaks BatchNorm
+                    break
+                rng = _step_rng(seed, epoch, step)
+                others = [smallest, *(space.sample(rng) for _ in range(recipe.random_subnets))]
+                opt.zero_grad(set_to_none=True)
+                step_loss = _sandwich_step(
+                    supernet,
+                    lambda c, i=idx: convert(sizes.at(sizes.size(c)).train_x[i]),
+                    data.train_y[idx],
+                    [largest, *others],
+                    cfg,
+                    recipe,
+                )
+                opt.step()
+                sched.step()
+                total += step_loss * len(idx)
+                seen += len(idx)
+                progress(f"supernet epoch {epoch + 1}/{recipe.epochs}", step + 1, steps_per_epoch)
         history.train_loss.append(total / max(seen, 1))
         history.largest_accuracy.append(score_subnet(supernet, largest, data, cfg, sizes=sizes))
         history.smallest_accuracy.append(score_subnet(supernet, smallest, data, cfg, sizes=sizes))
@@ -189,21 +201,20 @@ def _resume(
 
 def _sandwich_step(
     supernet: EfficientNetSupernet,
-    sizes: SplitsBySize,
-    idx: torch.Tensor,
+    images: Callable[[EfficientNetCandidate], torch.Tensor],
     labels: torch.Tensor,
     candidates: list[EfficientNetCandidate],
     cfg: TrainingConfig,
     recipe: SupernetConfig,
 ) -> float:
-    """Accumulate the gradients of one batch: the first candidate (the largest) on the labels,
-    the others on its softened predictions (or on the labels without distillation); the
-    largest one's loss."""
+    """Accumulate the gradients of one batch (`images` gives it at a candidate's input size):
+    the first candidate (the largest) on the labels, the others on its softened predictions (or
+    on the labels without distillation); the largest one's loss."""
     t = recipe.temperature
     soft: torch.Tensor | None = None
     first = math.nan
     for candidate in candidates:
-        out = supernet(sizes.at(sizes.size(candidate)).train_x[idx], candidate)
+        out = supernet(images(candidate), candidate)
         if soft is None or not recipe.distillation:
             loss = F.cross_entropy(out, labels, label_smoothing=cfg.label_smoothing)
         else:

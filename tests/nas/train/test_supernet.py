@@ -137,3 +137,24 @@ def test_a_file_for_another_supernet_or_no_supernet_at_all_is_refused(
 def test_a_bad_recipe_is_refused() -> None:
     with pytest.raises(ValueError, match="random_subnets"):
         SupernetConfig(random_subnets=-1)
+
+
+def test_the_supernet_steps_with_its_own_batch_size_and_learning_rate(
+    digits: ProxySplits,
+) -> None:
+    """`supernet.batch_size` and `supernet.lr` replace the proxy recipe's for the supernet's
+    steps (640 images at 32 a step: 20 steps), while the training section still sets the rest."""
+    recipe = SupernetConfig(epochs=1, random_subnets=0, batch_size=32, lr=0.01)
+    steps: list[int] = []
+    history = train_supernet(
+        _supernet(),
+        digits,
+        TRAINING,
+        recipe,
+        seed=0,
+        progress=lambda _, done, total: steps.append(total),
+    )
+    assert set(steps) == {20} and len(history.train_loss) == 1
+    optim = recipe.training(TRAINING)
+    assert (optim.batch_size, optim.lr, optim.optimizer) == (32, 0.01, TRAINING.optimizer)
+    assert SupernetConfig().training(TRAINING) == TRAINING  # unset: the training section's
