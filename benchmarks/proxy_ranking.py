@@ -17,12 +17,16 @@ candidates per CPU-hour; the supernet's training time is printed beside what pro
 candidates costs. ``--supernet-repeat`` trains the supernet a second time at the next seed
 (another draw of training images, initialisation, order and sub-networks) and prints how well
 the two supernets agree with each other on the test set: a scorer cannot rank better than it
-repeats.
+repeats. ``--reference-repeat`` does the same for the reference: it trains every candidate
+again at the next seed and prints how the two reference runs agree, how large the seed-to-seed
+differences are beside the candidates' spread, and each scorer against the mean of both runs.
+No scorer can be expected to agree with one reference run much better than a second run of
+that reference does.
 
     .venv/bin/python benchmarks/proxy_ranking.py configs/quickstart.yaml --candidates 10 \\
         [--reference-train-size 15000 --reference-epochs 5] [--set training.epochs=3 ...]
     .venv/bin/python benchmarks/proxy_ranking.py configs/supernet.yaml --candidates 16 \\
-        --supernet --throughput 50 --reference-jobs 2
+        --supernet --supernet-repeat --reference-repeat --throughput 50 --reference-jobs 2
 """
 
 from __future__ import annotations
@@ -318,6 +322,11 @@ def parse_args() -> argparse.Namespace:
         metavar="K",
         help="torch threads to time them at (a CPU-hour is one core's hour)",
     )
+    parser.add_argument(
+        "--reference-repeat",
+        action="store_true",
+        help="train the reference again at the next seed: how well it agrees with itself",
+    )
     parser.add_argument("--cache", type=Path, default=Path("runs/proxy_ranking.json"))
     args = parser.parse_args()
     for flag, given in (
@@ -380,7 +389,12 @@ def main() -> None:
         label = f"supernet seed {second.seed}"
         again, _, _ = supernet_scores(second, candidates, args.cache.parent, label)
     r = score(reference, candidates, cache, args.cache, "reference", args.reference_jobs)
-    report(space, candidates, p, r, sn, again)
+    r2 = None
+    if args.reference_repeat:
+        repeat = with_settings(reference, [f"seed={reference.seed + 1}"])
+        label = f"reference seed {repeat.seed}"
+        r2 = score(repeat, candidates, cache, args.cache, label, args.reference_jobs)
+    report(space, candidates, p, r, sn, again, r2)
 
 
 def report(
@@ -390,20 +404,20 @@ def report(
     r: list[dict[str, float]],
     sn: list[dict[str, float]] | None,
     again: list[dict[str, float]] | None = None,
+    r2: list[dict[str, float]] | None = None,
 ) -> None:
     extra = f" {'supernet val':>12} {'supernet test':>13}" if sn else ""
     extra += f" {'seed+1 test':>11}" if again else ""
-    print(
-        f"{'#':>2} {'params M':>8} {'proxy val':>9} {'proxy test':>10}{extra} {'ref test':>8}  "
-        "candidate"
-    )
+    refs = f" {'ref test':>8}" + (f" {'ref seed+1':>10}" if r2 else "")
+    print(f"{'#':>2} {'params M':>8} {'proxy val':>9} {'proxy test':>10}{extra}{refs}  candidate")
     for i, cand in enumerate(candidates):
         params = count_params(space.build(cand, 10, 1)) / 1e6
         inherited = f" {sn[i]['val']:>12.4f} {sn[i]['test']:>13.4f}" if sn else ""
         inherited += f" {again[i]['test']:>11.4f}" if again else ""
+        measured = f" {r[i]['test']:>8.4f}" + (f" {r2[i]['test']:>10.4f}" if r2 else "")
         print(
-            f"{i:>2} {params:>8.2f} {p[i]['val']:>9.4f} {p[i]['test']:>10.4f}{inherited} "
-            f"{r[i]['test']:>8.4f}  {space.encode(cand)}"
+            f"{i:>2} {params:>8.2f} {p[i]['val']:>9.4f} {p[i]['test']:>10.4f}{inherited}"
+            f"{measured}  {space.encode(cand)}"
         )
     ref = [x["test"] for x in r]
     n = len(candidates)
@@ -427,6 +441,8 @@ def report(
         )
         mean = list(np.add(first, second) / 2)
         print(f"mean of both supernets (test set) vs reference: {correlations(mean, ref)}, n={n}")
+    if r2:
+        repeat_ref(ref, [x["test"] for x in r2], p, sn)
     scorers = {"reference": ref, "proxy (validation)": [x["val"] for x in p]}
     if sn:
         scorers["supernet (validation)"] = [x["val"] for x in sn]
@@ -439,6 +455,30 @@ def report(
         f"{sum(x['seconds'] for x in p):.0f}, reference seconds "
         f"{sum(x['seconds'] for x in r):.0f}"
     )
+
+
+def repeat_ref(
+    ref: list[float],
+    again: list[float],
+    p: list[dict[str, float]],
+    sn: list[dict[str, float]] | None,
+) -> None:
+    """How the reference agrees with itself at the next seed (no scorer can be expected to
+    rank much better than that), and each scorer against the mean of both reference runs,
+    which has less of either run's training noise."""
+    n = len(ref)
+    print(f"reference (next seed) vs reference: {correlations(again, ref)}, n={n}")
+    diffs = np.subtract(again, ref)
+    print(
+        f"reference seed-to-seed differences: mean {np.mean(diffs):+.4f}, std {np.std(diffs):.4f}"
+        f" (candidates' spread: std {np.std(ref):.4f})"
+    )
+    mean = list(np.add(ref, again) / 2)
+    scorers = {"proxy (validation)": [x["val"] for x in p]}
+    if sn:
+        scorers["supernet (validation)"] = [x["val"] for x in sn]
+    for label, scores in scorers.items():
+        print(f"{label} vs mean of both references: {correlations(scores, mean)}, n={n}")
 
 
 def ranks_by(space: Any, candidates: list[Any], scorers: dict[str, list[float]]) -> None:

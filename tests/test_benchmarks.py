@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,3 +84,23 @@ def test_proxy_ranking_refuses_supernet_options_without_the_supernet(flag: list[
     assert proc.returncode == 2
     assert f"{flag[0]} scores with the supernet: add --supernet" in proc.stderr
     assert proc.stdout == ""
+
+
+def test_proxy_ranking_reports_how_the_reference_repeats(monkeypatch, capsys) -> None:
+    """Two reference runs that swap two neighbouring pairs agree at rho 0.8, their differences
+    are printed beside the candidates' spread, and a scorer equal to the mean of both runs ranks
+    at +1 against that mean."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import proxy_ranking
+
+    ref = [0.800, 0.810, 0.820, 0.830, 0.840]
+    again = [0.812, 0.804, 0.822, 0.846, 0.833]  # ranks 2 1 3 5 4
+    mean = [(a + b) / 2 for a, b in zip(ref, again, strict=True)]
+    proxy_ranking.repeat_ref(ref, again, [{"val": v} for v in mean], None)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("reference (next seed) vs reference:")
+    assert "Spearman rho 0.800" in out[0]
+    diffs = [b - a for a, b in zip(ref, again, strict=True)]
+    assert f"std {np.std(diffs):.4f}" in out[1] and "spread: std 0.0141" in out[1]
+    assert out[2].startswith("proxy (validation) vs mean of both references:")
+    assert "Spearman rho 1.000" in out[2] and len(out) == 3
