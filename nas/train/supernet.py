@@ -150,9 +150,13 @@ def train_supernet(
                 rng = _step_rng(seed, epoch, step)
                 others = [smallest, *(space.sample(rng) for _ in range(recipe.random_subnets))]
                 opt.zero_grad(set_to_none=True)
+
+                def images(c: EfficientNetCandidate, i: torch.Tensor = idx) -> torch.Tensor:
+                    return convert(sizes.at(sizes.size(c)).train_x[i])
+
                 step_loss = _sandwich_step(
                     supernet,
-                    lambda c, i=idx: convert(sizes.at(sizes.size(c)).train_x[i]),
+                    images,
                     data.train_y[idx],
                     [largest, *others],
                     cfg,
