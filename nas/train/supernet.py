@@ -137,37 +137,20 @@ def train_supernet(
     largest, smallest = space.largest(), space.smallest()
     for epoch in range(first, recipe.epochs):
         start = time.perf_counter()
-        supernet.train()
-        order = torch.randperm(
-            len(data.train_x), generator=torch.Generator().manual_seed(seed * 100_003 + epoch)
+        history.train_loss.append(
+            _train_epoch(
+                supernet,
+                data,
+                sizes,
+                cfg,
+                recipe,
+                opt=opt,
+                sched=sched,
+                seed=seed,
+                epoch=epoch,
+                progress=progress,
+            )
         )
-        total, seen = 0.0, 0
-        with channels_last(supernet.net) as convert:
-            for step in range(steps_per_epoch):
-                idx = order[step * optim.batch_size : (step + 1) * optim.batch_size]
-                if len(idx) < 2 and seen:  # a 1-image batch breaks BatchNorm
-                    break
-                rng = _step_rng(seed, epoch, step)
-                others = [smallest, *(space.sample(rng) for _ in range(recipe.random_subnets))]
-                opt.zero_grad(set_to_none=True)
-
-                def images(c: EfficientNetCandidate, i: torch.Tensor = idx) -> torch.Tensor:
-                    return convert(sizes.at(sizes.size(c)).train_x[i])
-
-                step_loss = _sandwich_step(
-                    supernet,
-                    images,
-                    data.train_y[idx],
-                    [largest, *others],
-                    cfg,
-                    recipe,
-                )
-                opt.step()
-                sched.step()
-                total += step_loss * len(idx)
-                seen += len(idx)
-                progress(f"supernet epoch {epoch + 1}/{recipe.epochs}", step + 1, steps_per_epoch)
-        history.train_loss.append(total / max(seen, 1))
         history.largest_accuracy.append(score_subnet(supernet, largest, data, cfg, sizes=sizes))
         history.smallest_accuracy.append(score_subnet(supernet, smallest, data, cfg, sizes=sizes))
         history.seconds.append(time.perf_counter() - start)
@@ -185,6 +168,52 @@ def train_supernet(
         if on_epoch is not None:
             on_epoch(epoch + 1, history)
     return history
+
+
+def _train_epoch(
+    supernet: EfficientNetSupernet,
+    data: ProxySplits,
+    sizes: SplitsBySize,
+    cfg: TrainingConfig,
+    recipe: SupernetConfig,
+    *,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    seed: int,
+    epoch: int,
+    progress: PhaseProgress,
+) -> float:
+    """One epoch of sandwich steps in the order drawn for (seed, epoch); the mean loss."""
+    space = supernet.space
+    batch = recipe.training(cfg).batch_size
+    steps = math.ceil(len(data.train_x) / batch)
+    largest, smallest = space.largest(), space.smallest()
+    supernet.train()
+    order = torch.randperm(
+        len(data.train_x), generator=torch.Generator().manual_seed(seed * 100_003 + epoch)
+    )
+    total, seen = 0.0, 0
+    with channels_last(supernet.net) as convert:
+        for step in range(steps):
+            idx = order[step * batch : (step + 1) * batch]
+            if len(idx) < 2 and seen:  # a 1-image batch breaks BatchNorm
+                break
+            rng = _step_rng(seed, epoch, step)
+            others = [smallest, *(space.sample(rng) for _ in range(recipe.random_subnets))]
+            opt.zero_grad(set_to_none=True)
+
+            def images(c: EfficientNetCandidate, i: torch.Tensor = idx) -> torch.Tensor:
+                return convert(sizes.at(sizes.size(c)).train_x[i])
+
+            loss = _sandwich_step(
+                supernet, images, data.train_y[idx], [largest, *others], cfg, recipe
+            )
+            opt.step()
+            sched.step()
+            total += loss * len(idx)
+            seen += len(idx)
+            progress(f"supernet epoch {epoch + 1}/{recipe.epochs}", step + 1, steps)
+    return total / max(seen, 1)
 
 
 def _resume(
