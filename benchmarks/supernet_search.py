@@ -33,6 +33,7 @@ from nas.config import RunConfig, load_config
 from nas.evaluate.latency import latency_source
 from nas.pareto import hypervolume_2d, non_dominated_mask
 from nas.progress import RichReporter
+from nas.record import trial_key
 from nas.run import Run
 from nas.storage import is_finished, load_study
 from search_spaces import get_space
@@ -60,12 +61,15 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def trial_seconds(run_dir: Path) -> tuple[float, int]:
-    """(wall clock from the first trial's start to the last one's end, finished trials)."""
+def trial_seconds(run_dir: Path) -> tuple[float, int, int]:
+    """(wall clock from the first trial's start to the last one's end, finished trials,
+    distinct evaluations among them: a sampler that proposes a candidate again gets the
+    earlier trial's results, and that repeat evaluates nothing)."""
     trials = [t for t in load_study(Run(run_dir)).get_trials(deepcopy=False) if is_finished(t)]
     start = min(t.datetime_start for t in trials if t.datetime_start is not None)
     end = max(t.datetime_complete for t in trials if t.datetime_complete is not None)
-    return (end - start).total_seconds(), len(trials)
+    distinct = len({trial_key(t.user_attrs) for t in trials})
+    return (end - start).total_seconds(), len(trials), distinct
 
 
 def run_searches(args: argparse.Namespace) -> tuple[Path, Path, float]:
@@ -73,7 +77,7 @@ def run_searches(args: argparse.Namespace) -> tuple[Path, Path, float]:
     runs = args.runs_dir
     api.search(api.SearchOptions(config=args.proxy_config, runs_dir=runs), RichReporter())
     proxy_run = runs / load_config(args.proxy_config).name
-    budget, _ = trial_seconds(proxy_run)
+    budget, _, _ = trial_seconds(proxy_run)
     raw = yaml.safe_load(args.supernet_config.read_text())
     if args.supernet_path is not None:
         raw.setdefault("supernet", {})["path"] = str(args.supernet_path.resolve())
@@ -142,8 +146,8 @@ def main() -> None:
     args = parse_args()
     args.runs_dir.mkdir(parents=True, exist_ok=True)
     proxy_run, supernet_run, budget = run_searches(args)
-    _, proxy_n = trial_seconds(proxy_run)
-    supernet_s, supernet_n = trial_seconds(supernet_run)
+    _, proxy_n, proxy_distinct = trial_seconds(proxy_run)
+    supernet_s, supernet_n, supernet_distinct = trial_seconds(supernet_run)
     own = supernet_run / "supernet" / "supernet.json"
     training = (
         f"{json.loads(own.read_text())['train_seconds']:.0f} s"
@@ -151,9 +155,11 @@ def main() -> None:
         else "trained elsewhere"
     )
     print(
-        f"budget {budget:.0f} s of trials: proxy search {proxy_n} candidates, supernet search "
-        f"{supernet_n} candidates in {supernet_s:.0f} s ({supernet_n / proxy_n:.1f}x); the "
-        f"supernet's one-off training: {training}"
+        f"budget {budget:.0f} s of trials: proxy search {proxy_n} trials ({proxy_distinct} "
+        f"distinct candidates), supernet search {supernet_n} trials in {supernet_s:.0f} s "
+        f"({supernet_distinct} distinct): {supernet_n / proxy_n:.1f}x the trials, "
+        f"{supernet_distinct / proxy_distinct:.1f}x the distinct candidates; the supernet's "
+        f"one-off training: {training}"
     )
     fronts = {
         "proxy": pd.read_csv(proxy_run / "pareto.csv"),

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,3 +105,33 @@ def test_proxy_ranking_reports_how_the_reference_repeats(monkeypatch, capsys) ->
     assert f"std {np.std(diffs):.4f}" in out[1] and "spread: std 0.0141" in out[1]
     assert out[2].startswith("proxy (validation) vs mean of both references:")
     assert "Spearman rho 1.000" in out[2] and len(out) == 3
+
+
+def test_supernet_search_counts_a_repeated_candidate_once(
+    write_config, tmp_path: Path, monkeypatch
+) -> None:
+    """Three trials over a space of two candidates: at least one repeat, which reuses an
+    earlier trial's results and so is not a candidate evaluated."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import supernet_search
+
+    from nas import api
+
+    one_choice = {"kernel": [3], "expansion": [3], "se": [0.0], "act": ["relu6"]}
+    cfg = write_config(
+        {
+            "space": {
+                "choices": {**one_choice, "repeats_delta": [0]},
+                "stem_head_act": ["relu6"],
+                "scaling": {"width": [0.25, 0.5], "resolution": 32},
+            }
+        }
+    )
+    result = api.search(api.SearchOptions(config=cfg, runs_dir=tmp_path / "runs"))
+    seconds, trials, distinct = supernet_search.trial_seconds(result.run.root)
+    table = pd.read_csv(result.run.root / "trials.csv")
+    repeats = int(table["duplicate_of"].notna().sum())
+    assert repeats >= 1
+    assert (trials, distinct) == (len(table), len(table) - repeats)
+    assert distinct == table["candidate"].nunique()
+    assert seconds > 0
