@@ -464,8 +464,9 @@ def repeat_ref(
     sn: list[dict[str, float]] | None,
 ) -> None:
     """How the reference agrees with itself at the next seed (no scorer can be expected to
-    rank much better than that), and each scorer against the mean of both reference runs,
-    which has less of either run's training noise."""
+    rank much better than that), and each scorer against the next-seed run alone (a scorer
+    that shares the first run's seed shares some of its noise) and against the mean of both
+    runs, which has less of either run's training noise."""
     n = len(ref)
     print(f"reference (next seed) vs reference: {correlations(again, ref)}, n={n}")
     diffs = np.subtract(again, ref)
@@ -478,6 +479,7 @@ def repeat_ref(
     if sn:
         scorers["supernet (validation)"] = [x["val"] for x in sn]
     for label, scores in scorers.items():
+        print(f"{label} vs reference (next seed): {correlations(scores, again)}, n={n}")
         print(f"{label} vs mean of both references: {correlations(scores, mean)}, n={n}")
 
 

@@ -103,8 +103,10 @@ def test_proxy_ranking_reports_how_the_reference_repeats(monkeypatch, capsys) ->
     assert "Spearman rho 0.800" in out[0]
     diffs = [b - a for a, b in zip(ref, again, strict=True)]
     assert f"std {np.std(diffs):.4f}" in out[1] and "spread: std 0.0141" in out[1]
-    assert out[2].startswith("proxy (validation) vs mean of both references:")
-    assert "Spearman rho 1.000" in out[2] and len(out) == 3
+    assert out[2].startswith("proxy (validation) vs reference (next seed):")
+    assert "Spearman rho 0.900" in out[2]  # the mean swaps one of the two pairs of `again`
+    assert out[3].startswith("proxy (validation) vs mean of both references:")
+    assert "Spearman rho 1.000" in out[3] and len(out) == 4
 
 
 def test_supernet_search_counts_a_repeated_candidate_once(
