@@ -7,9 +7,10 @@ printed apart (`benchmarks/proxy_ranking.py --supernet` compares it with proxy t
 counts are printed as trials and as distinct candidates: a candidate the sampler proposes again
 reuses the earlier trial's results and evaluates nothing. Then every member of both fronts
 is trained stand-alone with the longer reference recipe (15,000 images, 5 epochs by default),
-scored on Fashion-MNIST's 10,000 test images, and timed with the same measured backend; the script prints both fronts on those numbers, their hypervolumes (one
-reference point: the worst accuracy and latency of either front) and how many of the proxy
-front's members a supernet front member dominates or matches.
+scored on Fashion-MNIST's 10,000 test images, and timed with the same measured backend; the
+script prints both fronts on those numbers, their hypervolumes (one reference point: the worst
+accuracy and latency of either front) and how many of the proxy front's members a supernet
+front member dominates or matches.
 
 Both searches resume, the reference runs are cached (shared with `proxy_ranking.py`), and a
 finished supernet from elsewhere can be reused:

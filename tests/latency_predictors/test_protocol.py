@@ -27,18 +27,22 @@ class Host:
 
 def test_drift_is_seen_and_corrected() -> None:
     host = Host()
-    settings = ProtocolSettings(warmup=1, repeats=10, rounds=5, estimator="cpu")
+    settings = ProtocolSettings(warmup=1, repeats=30, rounds=6, estimator="cpu")
     meter = Meter(DEVICE, settings, lambda path: lambda: host.work(20_000))
     meter.reference()  # the anchor is taken at full speed
     model = lambda: host.work(60_000)  # noqa: E731
     quiet = meter.measure(model)
-    host.slow = 1.7
+    quiet_raw, _ = combine(meter.last_rounds[0], "cpu", correct=False)
+    # A slowdown well beyond a shared host's own drift (20-40 %), so each check below holds
+    # on a busy host too; raw is compared with raw, since the anchor itself may have been
+    # taken while the host was busy.
+    host.slow = 2.5
     slow = meter.measure(model)
-    raw, _ = combine(meter.last_rounds[0], "cpu", correct=False)
-    assert raw / quiet.p50_ms > 1.4  # the host really was slower
+    slow_raw, _ = combine(meter.last_rounds[0], "cpu", correct=False)
+    assert slow_raw / quiet_raw > 1.3  # the host really was slower
     assert slow.p50_ms / quiet.p50_ms == pytest.approx(1.0, abs=0.2)  # and it was taken out
-    assert slow.drift is not None and slow.drift > 0.4
-    assert slow.spread is not None and slow.n_runs == 10
+    assert slow.drift is not None and slow.drift > 0.6
+    assert slow.spread is not None and slow.n_runs == 30
 
 
 def test_rounds_split_the_repeats_exactly() -> None:
