@@ -27,9 +27,9 @@ class Host:
 
 def test_drift_is_seen_and_corrected() -> None:
     host = Host()
-    settings = ProtocolSettings(warmup=1, repeats=30, rounds=6, estimator="cpu")
+    settings = ProtocolSettings(warmup=1, repeats=40, rounds=10, estimator="cpu")
     meter = Meter(DEVICE, settings, lambda path: lambda: host.work(20_000))
-    meter.reference()  # the anchor is taken at full speed
+    meter.reference()  # the anchor is taken before the slowdown
     model = lambda: host.work(60_000)  # noqa: E731
     quiet = meter.measure(model)
     quiet_raw, _ = combine(meter.last_rounds[0], "cpu", correct=False)
@@ -39,10 +39,10 @@ def test_drift_is_seen_and_corrected() -> None:
     host.slow = 2.5
     slow = meter.measure(model)
     slow_raw, _ = combine(meter.last_rounds[0], "cpu", correct=False)
-    assert slow_raw / quiet_raw > 1.3  # the host really was slower
+    assert slow_raw / quiet_raw > 1.4  # the host really was slower
     assert slow.p50_ms / quiet.p50_ms == pytest.approx(1.0, abs=0.2)  # and it was taken out
     assert slow.drift is not None and slow.drift > 0.6
-    assert slow.spread is not None and slow.n_runs == 30
+    assert slow.spread is not None and slow.n_runs == 40
 
 
 def test_rounds_split_the_repeats_exactly() -> None:
