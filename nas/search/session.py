@@ -40,7 +40,7 @@ from nas.report.plots import write_plot
 from nas.report.tables import front_frame, trials_frame, write_tables
 from nas.run import DEFAULT_RUNS_DIR, Run
 from nas.search.loop import SearchLoop
-from nas.storage import check_storage
+from nas.storage import check_storage, close_storage
 from nas.train.data import ImageDataset, ProxySplits, load_dataset, make_splits
 from nas.train.distillation import Teacher, check_teacher
 from search_spaces import get_space
@@ -423,11 +423,14 @@ def _run(
                 shared=shared,
                 foresight=foresight(config, session.space, run.root.parent, session.latency),
             )
-            describe_study(loop.study, session)
-            say_latency_notes(session, reporter)
-            summary = loop.run_trials(config.search.n_trials, config.search.timeout)
-            remeasure_front(loop.study, session, run, reporter)
-            front = front_frame(trials_frame(loop.study))
+            try:
+                describe_study(loop.study, session)
+                say_latency_notes(session, reporter)
+                summary = loop.run_trials(config.search.n_trials, config.search.timeout)
+                remeasure_front(loop.study, session, run, reporter)
+                front = front_frame(trials_frame(loop.study))
+            finally:
+                close_storage(loop.study)
     return SearchResult(
         run, summary.finished, summary.target, front, summary.stopped_by_timeout, summary.seconds
     )

@@ -15,6 +15,7 @@ from nas.storage import (
     INTERRUPTED,
     NoStudyYet,
     check_storage,
+    close_storage,
     driver_url,
     fail_interrupted,
     fail_stale,
@@ -89,6 +90,32 @@ def test_unopenable_storage_is_one_line(tmp_path: Path) -> None:
     inside = ClusterConfig(storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
     check_storage(inside, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_sqlite_study_writes_ahead_and_leaves_one_whole_file(tmp_path: Path) -> None:
+    path = tmp_path / "study.db"
+    storage = open_storage(f"sqlite:///{path}")
+    with storage.engine.connect() as db:
+        assert db.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert db.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+    study = optuna.create_study(storage=storage, study_name="s", direction="maximize")
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"x": 1.0},
+            distributions={"x": optuna.distributions.FloatDistribution(0, 2)},
+            value=0.5,
+        )
+    )
+    # A reader sees every committed trial while the writer still holds the file,
+    reader = optuna.load_study(study_name="s", storage=f"sqlite:///{path}")
+    assert len(reader.trials) == 1
+    close_storage(reader)
+    close_storage(study)
+    # and once it lets go, the log is folded back: study.db alone holds the whole study.
+    assert not path.with_name("study.db-wal").exists()
+    copy = tmp_path / "copy.db"
+    copy.write_bytes(path.read_bytes())
+    assert optuna.load_study(study_name="s", storage=f"sqlite:///{copy}").trials[0].value == 0.5
 
 
 def _study(tmp_path: Path, cluster: ClusterConfig) -> optuna.Study:

@@ -50,6 +50,7 @@ def test_failed_trials_are_recorded_and_the_search_goes_on(
     assert (failed["candidate"].str.startswith("w0.5_")).all()
     assert (done["failure_reason"] == "").all()
     assert "injected crash" in (result.run.root / "search.log").read_text()
+    assert not (result.run.root / "study.db-wal").exists()  # the whole study is in study.db
     with pytest.raises(RunError, match=r"trial \d+ is FAIL: RuntimeError: injected crash"):
         number = int(failed["number"].iloc[0])
         api.export(result.run.root, api.ExportOptions(out=tmp_path / "x", trial=number))
