@@ -62,7 +62,7 @@ from nas.train.data import (
     resize_images,
 )
 from nas.train.proxy import evaluate_accuracy, train_proxy
-from nas.train.supernet import SplitsBySize, inherit, train_supernet
+from nas.train.supernet import SplitsBySize, inherit, inherited_accuracy, train_supernet
 from search_spaces import get_space
 from search_spaces.flops import count_params
 
@@ -178,7 +178,9 @@ def supernet_scores(
     splits, test, test_x = data_for(config)
     supernet = make_supernet(config, splits)
     space = supernet.space
-    recipe = recipe_key(config) + config.supernet.model_dump_json() + config.space.model_dump_json()
+    # What the weights depend on: the scoring's BatchNorm re-estimation does not change them.
+    trained = config.supernet.model_dump_json(exclude={"bn_recalibration_batches"})
+    recipe = recipe_key(config) + trained + config.space.model_dump_json()
     key = hashlib.sha256(recipe.encode()).hexdigest()[:12]
     folder.mkdir(parents=True, exist_ok=True)
     with progress_bar(Console(stderr=True)) as bar:
@@ -197,19 +199,20 @@ def supernet_scores(
             progress=show,
         )
     sizes = SplitsBySize(splits, space)
+    scoring = config.supernet.scoring(config.training)
     test_at: dict[int, torch.Tensor] = {}
     out = []
     for cand in candidates:
         split = sizes.at(sizes.size(cand))
-        module = inherit(supernet, cand, split, config.training)
+        module = inherit(supernet, cand, split, scoring)
         size = split.image_size
         if size not in test_at:
             test_at[size] = test_images_at(test_x, size)
         x = test_at[size]
         out.append(
             {
-                "val": evaluate_accuracy(module, split.val_x, split.val_y),
-                "test": evaluate_accuracy(module, x, test.labels),
+                "val": inherited_accuracy(module, split.val_x, split.val_y),
+                "test": inherited_accuracy(module, x, test.labels),
             }
         )
         print(
@@ -226,6 +229,7 @@ def supernet_scores(
         space=space,
         data=splits,
         training=config.training,
+        scoring=scoring,
         deployment=config.deployment.target(),
         latency=latency_source(predicted, space, Path("runs")),
         seed=config.seed,

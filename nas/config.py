@@ -367,6 +367,12 @@ class SupernetConfig(StrictModel):
         True, description="sub-networks learn the largest one's predictions (in-place KD)"
     )
     temperature: float = Field(1.0, gt=0, le=100, description="softening of those predictions")
+    bn_recalibration_batches: int | None = Field(
+        None,
+        ge=0,
+        description="training batches a sub-network's BatchNorm statistics are re-estimated on "
+        "before it is scored; unset: training.bn_recalibration_batches",
+    )
     path: Path | None = Field(
         None,
         description="evaluation: supernet: a supernet trained elsewhere (`nas supernet train`) "
@@ -382,6 +388,13 @@ class SupernetConfig(StrictModel):
         if self.lr is not None:
             update["lr"] = self.lr
         return base.model_copy(update=update)
+
+    def scoring(self, base: TrainingConfig) -> TrainingConfig:
+        """The recipe a sub-network is scored with (its BatchNorm re-estimation): `base` with
+        this section's number of batches where it is set."""
+        if self.bn_recalibration_batches is None:
+            return base
+        return base.model_copy(update={"bn_recalibration_batches": self.bn_recalibration_batches})
 
 
 class SearchConfig(StrictModel):

@@ -24,18 +24,19 @@ import torch
 
 from hwnas_base.io import write_atomic
 from hwnas_base.progress import PhaseProgress, quiet
-from nas.config import RunConfig, supernet_space_problem
+from nas.config import RunConfig, TrainingConfig, supernet_space_problem
 from nas.errors import ConfigError, RunError
 from nas.evaluate.evaluator import Evaluator, Outcome
 from nas.evaluate.latency import latency_source
 from nas.run import Run
 from nas.train.data import ProxySplits, load_dataset, make_splits
-from nas.train.proxy import TrainResult, evaluate_accuracy
+from nas.train.proxy import TrainResult
 from nas.train.supernet import (
     SplitsBySize,
     SupernetFileError,
     SupernetHistory,
     inherit,
+    inherited_accuracy,
     load_supernet_file,
     score_subnet,
     train_supernet,
@@ -164,16 +165,26 @@ class SupernetEvaluator(Evaluator):
 
     Args:
         supernet: The trained supernet of the evaluator's space.
+        scoring: The recipe whose BatchNorm re-estimation a sub-network gets before it is
+            scored (`SupernetConfig.scoring`); unset: `training`. Fine-tuning (compression)
+            keeps `training`.
         **kwargs: As `Evaluator`'s.
     """
 
-    def __init__(self, *, supernet: EfficientNetSupernet, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        supernet: EfficientNetSupernet,
+        scoring: TrainingConfig | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.supernet = supernet
+        self.scoring = scoring or self.training
 
     def build_proxy(self, candidate: Any) -> torch.nn.Module:
         _check(self.supernet, candidate, self.space.encode(candidate))
-        return inherit(self.supernet, candidate, self.proxy_data(candidate), self.training)
+        return inherit(self.supernet, candidate, self.proxy_data(candidate), self.scoring)
 
     def _train(
         self,
@@ -185,7 +196,7 @@ class SupernetEvaluator(Evaluator):
     ) -> TrainResult:
         progress("scoring with inherited weights", 0, 1)
         start = time.perf_counter()
-        accuracy = evaluate_accuracy(model, data.val_x, data.val_y)
+        accuracy = inherited_accuracy(model, data.val_x, data.val_y)
         outcome.accuracy_source = "supernet"
         progress("scoring with inherited weights", 1, 1)
         return TrainResult(
@@ -239,11 +250,12 @@ def evaluate_candidates(
         )
     source = latency_source(config, supernet.space, root.parent)
     sizes = SplitsBySize(splits, supernet.space)  # each input size resized once, not per candidate
+    scoring = config.supernet.scoring(config.training)
     rows = []
     for i, candidate in enumerate(parsed):
         progress("scoring candidates", i, len(parsed))
         start = time.perf_counter()
-        accuracy = score_subnet(supernet, candidate, splits, config.training, sizes=sizes)
+        accuracy = score_subnet(supernet, candidate, splits, scoring, sizes=sizes)
         seconds = time.perf_counter() - start
         latency, _ = source(candidate)
         rows.append(

@@ -260,7 +260,8 @@ def make_evaluator(
     }
     if config.evaluation == "supernet":
         supernet = session.supernet or search_supernet(config, session.proxy[1], root, progress)
-        return SupernetEvaluator(supernet=supernet, **common)
+        scoring = config.supernet.scoring(config.training)
+        return SupernetEvaluator(supernet=supernet, scoring=scoring, **common)
     return Evaluator(**common)
 
 

@@ -47,7 +47,7 @@ from nas.train.proxy import (
     make_scheduler,
     recalibrate_batchnorm,
 )
-from search_spaces.efficientnet import EfficientNetCandidate, EfficientNetSpace
+from search_spaces.efficientnet import EfficientNetCandidate, EfficientNetSpace, fold_batchnorm
 from search_spaces.efficientnet.supernet import EfficientNetSupernet
 
 FORMAT = "nas-supernet/1"
@@ -114,7 +114,7 @@ def train_supernet(
         cfg: Optimiser, learning rate, schedule, batch size, label smoothing, threads; the
             BatchNorm re-estimation of the sub-networks scored after each epoch.
         recipe: Epochs, random sub-networks per step, in-place distillation, and the batch
-            size and learning rate that replace `cfg`'s for the supernet's steps.
+            size, learning rate and BatchNorm re-estimation that replace `cfg`'s.
         seed: Data order and sub-networks drawn.
         checkpoint: Saved after every epoch (atomically); resumed from when it exists.
         progress: (phase, step, steps) during each epoch.
@@ -151,8 +151,11 @@ def train_supernet(
                 progress=progress,
             )
         )
-        history.largest_accuracy.append(score_subnet(supernet, largest, data, cfg, sizes=sizes))
-        history.smallest_accuracy.append(score_subnet(supernet, smallest, data, cfg, sizes=sizes))
+        scoring = recipe.scoring(cfg)
+        history.largest_accuracy.append(score_subnet(supernet, largest, data, scoring, sizes=sizes))
+        history.smallest_accuracy.append(
+            score_subnet(supernet, smallest, data, scoring, sizes=sizes)
+        )
         history.seconds.append(time.perf_counter() - start)
         if checkpoint is not None:
             last = epoch + 1 == recipe.epochs
@@ -278,7 +281,15 @@ def score_subnet(
     `cfg.bn_recalibration_batches` training batches."""
     sizes = sizes or SplitsBySize(data, supernet.space)
     split = sizes.at(sizes.size(candidate))
-    return evaluate_accuracy(inherit(supernet, candidate, split, cfg), split.val_x, split.val_y)
+    return inherited_accuracy(inherit(supernet, candidate, split, cfg), split.val_x, split.val_y)
+
+
+def inherited_accuracy(module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Top-1 accuracy of an extracted sub-network on (x, y), scored on a copy with BatchNorm
+    folded into the convolutions (`module` itself is untouched): the same answers as the
+    module's, in about a tenth less time."""
+    with torch.inference_mode():
+        return evaluate_accuracy(fold_batchnorm(module), x, y)
 
 
 def inherit(

@@ -1,6 +1,6 @@
 """EfficientNet-style MBConv search space with compound scaling."""
 
-from search_spaces.efficientnet.build import adapt_strides, build
+from search_spaces.efficientnet.build import adapt_strides, build, fold_batchnorm
 from search_spaces.efficientnet.candidate import (
     ACTIVATIONS,
     BLOCKS,
@@ -23,4 +23,5 @@ __all__ = [
     "adapt_strides",
     "build",
     "compound_scale",
+    "fold_batchnorm",
 ]

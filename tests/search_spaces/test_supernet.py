@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from search_spaces.efficientnet import EfficientNetSpace, EfficientNetSpaceConfig, StageSpec
+from search_spaces.efficientnet import (
+    EfficientNetSpace,
+    EfficientNetSpaceConfig,
+    StageSpec,
+    fold_batchnorm,
+)
 from search_spaces.efficientnet.supernet import EfficientNetSupernet, crop
 from tests.conftest import ELASTIC_CHOICES, SMALL_CONFIG
 
@@ -84,6 +89,26 @@ def test_a_smaller_kernel_is_the_centre_and_fewer_channels_the_leading_ones(
     assert own.shape[2:] == (3, 3) and own.shape[0] < shared.shape[0]
     torch.testing.assert_close(own, shared[: own.shape[0], :, 1:4, 1:4])
     assert subnet.blocks[1][0].conv_dw.weight.data_ptr() != shared.data_ptr()  # a copy
+
+
+def test_folding_batchnorm_keeps_the_outputs_and_leaves_the_module_alone(
+    supernet: EfficientNetSupernet,
+) -> None:
+    x = torch.randn(8, 1, 20, 20)
+    for candidate in (SPACE.largest(), SPACE.smallest()):  # with SE and without
+        size = SPACE.proxy_input_size(candidate, 20)
+        xs = torch.nn.functional.interpolate(x, size=size)
+        subnet = supernet.extract_subnet(candidate, input_size=size).eval()
+        before = {k: v.clone() for k, v in subnet.state_dict().items()}
+        folded = fold_batchnorm(subnet)
+        norms = [m for m in subnet.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        assert norms and not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+        with torch.no_grad():
+            torch.testing.assert_close(folded(xs), subnet(xs), rtol=1e-4, atol=1e-5)
+        after = subnet.state_dict()
+        assert before.keys() == after.keys()
+        assert all(torch.equal(before[k], after[k]) for k in before)
+        assert all(p.requires_grad for p in subnet.parameters())
 
 
 def test_gradients_of_a_subnet_land_in_the_shared_weights(supernet: EfficientNetSupernet) -> None:

@@ -10,9 +10,12 @@ import torch
 
 from nas.config import DataConfig, SupernetConfig, TrainingConfig
 from nas.train.data import ProxySplits, load_dataset, make_splits
+from nas.train.proxy import recalibrate_batchnorm
 from nas.train.supernet import (
+    SplitsBySize,
     SupernetFileError,
     SupernetHistory,
+    inherit,
     load_supernet_file,
     score_subnet,
     train_supernet,
@@ -98,6 +101,29 @@ def test_trains_both_ends_and_resumes_to_the_same_weights(
     assert load_supernet_file(tmp_path / "whole.pt", loaded)["epoch"] == 2
     largest = loaded.space.largest()
     assert score_subnet(loaded, largest, digits, TRAINING) == history.largest_accuracy[-1]
+
+
+def test_sub_networks_are_scored_after_the_supernet_sections_batchnorm_re_estimation(
+    digits: ProxySplits,
+) -> None:
+    supernet = _supernet()
+    candidate = supernet.space.smallest()
+    split = SplitsBySize(digits, supernet.space).at(
+        supernet.space.proxy_input_size(candidate, digits.image_size)
+    )
+    assert SupernetConfig().scoring(TRAINING) is TRAINING
+    scoring = SupernetConfig(bn_recalibration_batches=1).scoring(TRAINING)
+    assert scoring.bn_recalibration_batches == 1 and scoring.batch_size == TRAINING.batch_size
+
+    def means(module: torch.nn.Module) -> list[torch.Tensor]:
+        return [m.running_mean for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+    expected = supernet.extract_subnet(candidate, input_size=split.image_size)
+    recalibrate_batchnorm(expected, split.train_x, 1, TRAINING.batch_size)
+    one = means(inherit(supernet, candidate, split, scoring))
+    assert all(torch.equal(a, b) for a, b in zip(one, means(expected), strict=True))
+    eight = means(inherit(supernet, candidate, split, TRAINING))  # training's 8 batches
+    assert not all(torch.equal(a, b) for a, b in zip(one, eight, strict=True))
 
 
 def test_a_file_for_another_supernet_or_no_supernet_at_all_is_refused(
