@@ -10,7 +10,8 @@ is trained stand-alone with the longer reference recipe (15,000 images, 5 epochs
 scored on Fashion-MNIST's 10,000 test images, and timed with the same measured backend; the
 script prints both fronts on those numbers, their hypervolumes (one reference point: the worst
 accuracy and latency of either front) and how many of the proxy front's members a supernet
-front member dominates or matches.
+front member dominates or matches; for each one that none does, how far the best supernet member
+at no more latency falls short.
 
 Both searches resume, the reference runs are cached (shared with `proxy_ranking.py`), and a
 finished supernet from elsewhere can be reused:
@@ -142,6 +143,17 @@ def compare(scored: dict[str, pd.DataFrame]) -> None:
         f"\n{covered} of {len(proxy)} proxy-front members are dominated or matched by a "
         "supernet-front member"
     )
+    for p in proxy:
+        faster = [s for s in supernet if s[1] <= p[1]]
+        if faster and not any(s[0] >= p[0] for s in faster):
+            best = max(faster, key=lambda s: s[0])
+            print(
+                f"  not covered: {p[0]:.4f} at {p[1]:.3f} ms; the best supernet member at no more "
+                f"latency reaches {best[0]:.4f} at {best[1]:.3f} ms "
+                f"({100 * (p[0] - best[0]):.2f} points lower)"
+            )
+        elif not faster:
+            print(f"  not covered: {p[0]:.4f} at {p[1]:.3f} ms; no supernet member is as fast")
 
 
 def main() -> None:

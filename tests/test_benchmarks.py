@@ -137,3 +137,31 @@ def test_supernet_search_counts_a_repeated_candidate_once(
     assert (trials, distinct) == (len(table), len(table) - repeats)
     assert distinct == table["candidate"].nunique()
     assert seconds > 0
+
+
+def test_supernet_search_says_which_proxy_members_no_supernet_member_covers(
+    monkeypatch, capsys
+) -> None:
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import supernet_search
+
+    def front(points: list[tuple[float, float]]) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "number": range(len(points)),
+                "accuracy": [a for a, _ in points],
+                "test_accuracy": [a for a, _ in points],
+                "latency_ms": [ms for _, ms in points],
+                "candidate": [f"c{i}" for i in range(len(points))],
+            }
+        )
+
+    # Covered (matched, then dominated), short by 0.5 points, and faster than every member.
+    proxy = front([(0.80, 1.0), (0.83, 3.0), (0.84, 2.0), (0.81, 0.2)])
+    supernet = front([(0.80, 1.0), (0.835, 1.5), (0.82, 2.5)])
+    supernet_search.compare({"proxy": proxy, "supernet": supernet})
+    out = capsys.readouterr().out
+    assert "2 of 4 proxy-front members are dominated or matched" in out
+    assert "not covered: 0.8400 at 2.000 ms; the best supernet member at no more latency " in out
+    assert "reaches 0.8350 at 1.500 ms (0.50 points lower)" in out
+    assert "not covered: 0.8100 at 0.200 ms; no supernet member is as fast" in out
