@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import sqlite3
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -140,12 +141,23 @@ def _write_ahead(engine: Any) -> None:
 
 def close_storage(study: optuna.Study) -> None:
     """Let go of the study's database connections. A SQLite study's write-ahead log is folded
-    back into the file when its last connection closes, so a finished search leaves the whole
-    study in ``study.db`` alone (a search killed midway leaves ``study.db-wal`` beside it, which
-    the next process to open the file reads back)."""
+    back into the file when its last connection closes, and the file is put back in SQLite's
+    default journal mode when nothing else has it open, so a finished search leaves the whole
+    study in ``study.db`` alone, readable from read-only media too (a search killed midway
+    leaves ``study.db-wal`` beside it, which the next process to open the file reads back)."""
     storage = getattr(study._storage, "_backend", study._storage)  # Optuna's cache wraps it
-    if isinstance(storage, optuna.storages.RDBStorage):
-        storage.engine.dispose()
+    if not isinstance(storage, optuna.storages.RDBStorage):
+        return
+    storage.engine.dispose()
+    url = storage.engine.url
+    if url.get_backend_name() == "sqlite" and url.database:
+        # A reader still holding the file (the service, a dashboard) keeps it in WAL mode:
+        # SQLite refuses the change then, which is fine.
+        with (
+            contextlib.suppress(sqlite3.Error),
+            contextlib.closing(sqlite3.connect(url.database, timeout=0.5)) as db,
+        ):
+            db.execute("PRAGMA journal_mode=DELETE")
 
 
 def check_storage(cluster: ClusterConfig, run_root: Path) -> None:

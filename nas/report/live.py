@@ -41,7 +41,13 @@ class LiveRun:
             stat = self.run.study_path.stat()
         except OSError:
             return None  # the study lives in a shared database
-        return stat.st_mtime_ns, stat.st_size
+        # A search writes to the write-ahead log beside the file until it checkpoints.
+        log = self.run.study_path.with_name(self.run.study_path.name + "-wal")
+        try:
+            logged = log.stat()
+        except OSError:
+            return stat.st_mtime_ns, stat.st_size
+        return stat.st_mtime_ns, stat.st_size, logged.st_mtime_ns, logged.st_size
 
     def trials(self) -> pd.DataFrame:
         """The trials table (`nas.report.tables.trials_frame`), as of now."""

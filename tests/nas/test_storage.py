@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import optuna
@@ -109,10 +110,18 @@ def test_a_sqlite_study_writes_ahead_and_leaves_one_whole_file(tmp_path: Path) -
     # A reader sees every committed trial while the writer still holds the file,
     reader = optuna.load_study(study_name="s", storage=f"sqlite:///{path}")
     assert len(reader.trials) == 1
+    close_storage(study)  # a reader holds the file: it stays in WAL mode, for the reader
+    assert reader.trials[0].value == 0.5
     close_storage(reader)
-    close_storage(study)
-    # and once it lets go, the log is folded back: study.db alone holds the whole study.
+    # Once the last one lets go, the log is folded back: study.db alone holds the whole study,
+    # in the default journal mode.
     assert not path.with_name("study.db-wal").exists()
+    assert not path.with_name("study.db-shm").exists()
+    storage = open_storage(f"sqlite:///{path}")
+    study = optuna.load_study(study_name="s", storage=storage)
+    close_storage(study)
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("delete",)
     copy = tmp_path / "copy.db"
     copy.write_bytes(path.read_bytes())
     assert optuna.load_study(study_name="s", storage=f"sqlite:///{copy}").trials[0].value == 0.5
