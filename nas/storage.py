@@ -150,12 +150,13 @@ def close_storage(study: optuna.Study) -> None:
         return
     storage.engine.dispose()
     url = storage.engine.url
-    if url.get_backend_name() == "sqlite" and url.database:
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
         # A reader still holding the file (the service, a dashboard) keeps it in WAL mode:
-        # SQLite refuses the change then, which is fine.
+        # SQLite refuses the change then, which is fine. mode=rw: never creates a file.
+        existing = Path(url.database).resolve().as_uri() + "?mode=rw"
         with (
             contextlib.suppress(sqlite3.Error),
-            contextlib.closing(sqlite3.connect(url.database, timeout=0.5)) as db,
+            contextlib.closing(sqlite3.connect(existing, uri=True, timeout=0.5)) as db,
         ):
             db.execute("PRAGMA journal_mode=DELETE")
 
