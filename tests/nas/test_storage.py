@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from pathlib import Path
 
@@ -111,6 +112,7 @@ def test_a_sqlite_study_writes_ahead_and_leaves_one_whole_file(tmp_path: Path) -
     reader = optuna.load_study(study_name="s", storage=f"sqlite:///{path}")
     assert len(reader.trials) == 1
     close_storage(study)  # a reader holds the file: it stays in WAL mode, for the reader
+    assert _journal_mode(path) == "wal" and path.with_name("study.db-wal").exists()
     assert reader.trials[0].value == 0.5
     close_storage(reader)
     # Once the last one lets go, the log is folded back: study.db alone holds the whole study,
@@ -120,11 +122,15 @@ def test_a_sqlite_study_writes_ahead_and_leaves_one_whole_file(tmp_path: Path) -
     storage = open_storage(f"sqlite:///{path}")
     study = optuna.load_study(study_name="s", storage=storage)
     close_storage(study)
-    with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+    assert _journal_mode(path) == "delete"
     copy = tmp_path / "copy.db"
     copy.write_bytes(path.read_bytes())
     assert optuna.load_study(study_name="s", storage=f"sqlite:///{copy}").trials[0].value == 0.5
+
+
+def _journal_mode(path: Path) -> str:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return str(db.execute("PRAGMA journal_mode").fetchone()[0])
 
 
 def _study(tmp_path: Path, cluster: ClusterConfig) -> optuna.Study:

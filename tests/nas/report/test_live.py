@@ -31,8 +31,8 @@ def test_a_reader_sees_trials_the_writer_has_not_checkpointed(tmp_path: Path) ->
         study_name=SMALL_CONFIG["name"],
         directions=["maximize", "minimize"],
     )
+    live = LiveRun(run)
     try:
-        live = LiveRun(run)
         assert live.progress(None).done == 0
         for done in (1, 2, 3):
             study.add_trial(_finished_trial(0.1 * done))
