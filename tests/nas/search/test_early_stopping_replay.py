@@ -69,17 +69,34 @@ def test_a_run_becomes_curves_and_every_rule_is_replayed(curves: Path) -> None:
     assert (curves.parent / "replay.html").stat().st_size > 100_000  # plotly.js inlined
 
 
-def test_no_stopping_trains_everything_and_the_rules_save_epochs(curves: Path) -> None:
+def test_no_stopping_trains_everything_and_the_rules_never_train_more(curves: Path) -> None:
+    """On the recorded curves, which rule stops what depends on the measured latencies."""
     es = bench()
     recorded = es.read_curves(curves)
     ref = es.reference_point(recorded)
     order = list(range(len(recorded)))
     plain = es.replay(recorded, order, es.NoStopping(), ref)
     assert len(plain.hypervolume) == 6 * 3
-    ours = es.replay(recorded, order, es.Ours(2, min_trials=2), ref)
-    moasha = es.replay(recorded, order, es.Moasha(2, 3, seed=0), ref)
-    assert len(ours.hypervolume) < len(plain.hypervolume)
+    for rule in (es.Ours(2, min_trials=2), es.Moasha(2, 3, seed=0)):
+        assert len(es.replay(recorded, order, rule, ref).hypervolume) <= len(plain.hypervolume)
+
+
+def test_the_rules_stop_trials_dominated_at_every_epoch_and_lose_nothing() -> None:
+    es = bench()
+    # The first trial is the best at every epoch; each later one is slower and less accurate.
+    curves = [
+        es.Curve(f"c{k}", 1.0 + k, tuple(0.5 + 0.1 * epoch - 0.05 * k for epoch in range(3)))
+        for k in range(6)
+    ]
+    ref = es.reference_point(curves)
+    order = list(range(len(curves)))
+    plain = es.replay(curves, order, es.NoStopping(), ref)
+    ours = es.replay(curves, order, es.Ours(2, min_trials=2), ref)
+    moasha = es.replay(curves, order, es.Moasha(2, 3, seed=0), ref)
+    assert len(plain.hypervolume) == 6 * 3
+    assert len(ours.hypervolume) == 3 + 5  # each later trial stopped after its first epoch
     assert len(moasha.hypervolume) < len(plain.hypervolume)
+    assert ours.hypervolume[-1] == moasha.hypervolume[-1] == plain.hypervolume[-1]
 
 
 def test_our_rule_is_asked_exactly_as_the_search_asks_it() -> None:
