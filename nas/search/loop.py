@@ -64,21 +64,19 @@ log = logging.getLogger("nas.search")
 
 @contextmanager
 def interrupt_requested() -> Iterator[threading.Event]:
-    """An event that Ctrl-C (SIGINT, also how the service cancels a search) sets, besides
-    raising KeyboardInterrupt as usual.
+    """An event that Ctrl-C (SIGINT, also how the service cancels a search) or SIGTERM (`kill`,
+    `timeout`, a container or job scheduler stopping the process) sets, besides raising
+    KeyboardInterrupt: either one stops the search the same way, its trial marked interrupted
+    and queued again, and the study closed whole.
 
     Python drops an exception raised while a weakref callback or ``__del__`` runs ("Exception
     ignored in ..."), and SQLAlchemy and torch run many of those, so a signal can land where its
     KeyboardInterrupt is lost. The loop looks at the event at every progress report of a trial
     (raising it there, so the trial is marked interrupted) and between trials, so the request
-    is never lost. Outside the main thread, or where SIGINT is ignored, nothing changes.
+    is never lost. Outside the main thread nothing changes, nor for a signal that is ignored.
     """
     requested = threading.Event()
     if threading.current_thread() is not threading.main_thread():
-        yield requested
-        return
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is signal.SIG_IGN or previous is None:
         yield requested
         return
 
@@ -86,11 +84,17 @@ def interrupt_requested() -> Iterator[threading.Event]:
         requested.set()
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGINT, handler)
+    previous: dict[signal.Signals, Any] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        before = signal.getsignal(sig)
+        if before is not signal.SIG_IGN and before is not None:
+            previous[sig] = before
+            signal.signal(sig, handler)
     try:
         yield requested
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, before in previous.items():
+            signal.signal(sig, before)
 
 
 @dataclass

@@ -205,10 +205,15 @@ def test_kill_9_then_rerun_resumes_exactly(tmp_path: Path) -> None:
     _rerun_and_check_exact_resume(config, runs, _completed(runs), killed[0].number)
 
 
-def test_ctrl_c_stops_cleanly_with_a_resume_hint(tmp_path: Path) -> None:
-    config, runs, code, err = _search_stopped_mid_trial(tmp_path, signal.SIGINT)
-    assert code == 2
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_stops_cleanly_with_a_resume_hint(tmp_path: Path, sig: int) -> None:
+    """Ctrl-C, and SIGTERM as `kill`, `timeout` or a scheduler send it, stop the search
+    between two progress reports: the trial is marked interrupted and queued again, the study
+    is closed whole (no write-ahead log left beside it), and a rerun resumes exactly."""
+    config, runs, code, err = _search_stopped_mid_trial(tmp_path, sig)
+    assert code == 2, err
     assert f"resume with: nas search {config} --name small --runs-dir {runs}" in err
+    assert not (runs / "small" / "study.db-wal").exists()
     trials = _study(runs / "small").trials
     stopped = [t for t in trials if t.state.name == "FAIL"]
     assert len(stopped) == 1 and stopped[0].user_attrs["interrupted"]
