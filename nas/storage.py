@@ -143,8 +143,9 @@ def close_storage(study: optuna.Study) -> None:
     """Let go of the study's database connections. A SQLite study's write-ahead log is folded
     back into the file when its last connection closes, and the file is put back in SQLite's
     default journal mode when nothing else has it open, so a finished search leaves the whole
-    study in ``study.db`` alone, readable from read-only media too (a search killed midway
-    leaves ``study.db-wal`` beside it, which the next process to open the file reads back)."""
+    study in ``study.db`` alone, readable from read-only media too (a search killed with
+    SIGKILL, or by a power loss, leaves ``study.db-wal`` beside it, which the next process to
+    open the file reads back)."""
     storage = getattr(study._storage, "_backend", study._storage)  # Optuna's cache wraps it
     if not isinstance(storage, optuna.storages.RDBStorage):
         return

@@ -119,8 +119,10 @@ def test_a_sqlite_study_writes_ahead_and_leaves_one_whole_file(tmp_path: Path) -
     # in the default journal mode.
     assert not path.with_name("study.db-wal").exists()
     assert not path.with_name("study.db-shm").exists()
+    # A search opening it again writes ahead again, and leaves it as it found it.
     storage = open_storage(f"sqlite:///{path}")
     study = optuna.load_study(study_name="s", storage=storage)
+    assert _journal_mode(path) == "wal"
     close_storage(study)
     assert _journal_mode(path) == "delete"
     copy = tmp_path / "copy.db"
