@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from enum import StrEnum
 from functools import wraps
 from pathlib import Path
@@ -102,12 +102,15 @@ def _progress(interrupted: str | None = None) -> Iterator[Any]:
     """A progress bar on stderr; yields the phase callback that `nas.api` calls take.
 
     Args:
-        interrupted: Message for Ctrl-C (then exit 130), for work that resumes where it stopped.
+        interrupted: Message for Ctrl-C or SIGTERM (then exit 130), for work that resumes
+            where it stopped.
     """
     from nas.progress import phase_callback, progress_bar
+    from nas.search.loop import sigterm_as_ctrl_c
 
+    stops = sigterm_as_ctrl_c() if interrupted is not None else nullcontext()
     try:
-        with progress_bar(err) as bar:
+        with progress_bar(err) as bar, stops:
             yield phase_callback(bar)
     except KeyboardInterrupt:
         if interrupted is None:

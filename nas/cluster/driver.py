@@ -11,6 +11,8 @@ Trained weights come back to the run directory through a small actor on the driv
 Faults: Tune restarts a trial whose worker or node died (``cluster.max_retries``); its Optuna
 trial stays the same, so nothing is counted twice. A driver that dies leaves its running trials
 RUNNING in the study; the next `nas search` marks them interrupted and queues them again.
+SIGTERM (`kill`, `timeout`, a scheduler) stops a search as Ctrl-C does: Tune ends its trials,
+they are queued again, and the command exits with the one that resumes.
 Importing this module imports Ray.
 """
 
@@ -20,7 +22,8 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +49,7 @@ from nas.progress import NullReporter, SearchReporter
 from nas.report.plots import write_plot
 from nas.report.tables import front_frame, trials_frame, write_tables
 from nas.run import Run
+from nas.search.loop import stops_cleanly
 from nas.search.session import (
     SearchOptions,
     SearchResult,
@@ -65,7 +69,7 @@ from nas.search.study import (
     open_study,
     recover_interrupted,
 )
-from nas.storage import check_storage, fail_stale, heartbeat, is_finished
+from nas.storage import check_storage, close_storage, fail_stale, heartbeat, is_finished
 from search_spaces import get_space
 
 log = logging.getLogger("nas.ray")
@@ -82,16 +86,23 @@ def ray_search(
     run = Run.check(runs_dir, config)
     check_storage(config.cluster, run.root)
     connect(options.address, config)
+    hint = options.resume_hint(config)
+    # After `connect`: Ray's own SIGTERM handler, which it installs there, aborts with a
+    # stack trace and leaves the study as a SIGKILL would.
     try:
-        measure = check_device(config, options.address, space, runs_dir)
-        used = config if measure else predicted(config)
-        meters = start_meters(used) if measure and needs_device(used) else []
-        session = prepare(used, runs_dir, backend=measuring_on(meters), source=source)
-        with run.lock():
-            write_atomic(run.config_path, config.to_yaml())
-            with logging_to(run):
-                driver = _Driver(run, config, session, reporter or NullReporter())
-                return driver.drive(meters, options.resume_hint(config), runs_dir)
+        with stops_cleanly(hint):
+            measure = check_device(config, options.address, space, runs_dir)
+            used = config if measure else predicted(config)
+            meters = start_meters(used) if measure and needs_device(used) else []
+            session = prepare(used, runs_dir, backend=measuring_on(meters), source=source)
+            with run.lock():
+                write_atomic(run.config_path, config.to_yaml())
+                with logging_to(run):
+                    driver = _Driver(run, config, session, reporter or NullReporter())
+                    try:
+                        return driver.drive(meters, hint, runs_dir)
+                    finally:
+                        close_storage(driver.study)
     finally:
         ray.shutdown()
 
@@ -252,7 +263,47 @@ def _fit(
             verbose=0,
         ),
     )
-    tuner.fit()
+    with _tune_notes(progress.reporter):
+        tuner.fit()
+
+
+class _TuneNotes(logging.Filter):
+    """Tune's lines about a stop it was asked for speak of its own experiment (resume with
+    `Tuner.restore`, metrics of trials that never reported): the search says instead what
+    happens to its study, and the one command that resumes it."""
+
+    DROPPED = ("Experiment has been interrupted", "Failed to fetch metrics")
+
+    def __init__(self, note: Callable[[str], None]) -> None:
+        super().__init__()
+        self.note = note
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = str(record.msg)
+        if text.startswith("Stop signal received"):
+            line = (
+                "stopping: trials still running are marked interrupted and queued again (a "
+                "second Ctrl-C or SIGTERM stops at once; the next `nas search` retries them too)"
+            )
+            log.warning(line)
+            self.note(line)
+            return False
+        return not text.startswith(self.DROPPED)
+
+
+@contextmanager
+def _tune_notes(reporter: SearchReporter) -> Iterator[None]:
+    notes = _TuneNotes(reporter.note)
+    loggers = [
+        logging.getLogger(n) for n in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis")
+    ]
+    for logger in loggers:
+        logger.addFilter(notes)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(notes)
 
 
 class Progress(tune.Callback):

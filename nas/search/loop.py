@@ -63,6 +63,43 @@ log = logging.getLogger("nas.search")
 
 
 @contextmanager
+def sigterm_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM does what Ctrl-C does at that moment: whatever SIGINT's handler is then (Ray
+    Tune's, which ends its trials and returns; `interrupt_requested`'s), or KeyboardInterrupt.
+    Nothing changes outside the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        ctrl_c = signal.getsignal(signal.SIGINT)
+        if not callable(ctrl_c):  # SIGINT ignored (a background job) or not Python's
+            raise KeyboardInterrupt
+        ctrl_c(signal.SIGINT, frame)
+
+    before = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        # A handler that is not Python's (Ray's, None here) cannot be put back: the default
+        # ends the process on SIGTERM.
+        signal.signal(signal.SIGTERM, before if before is not None else signal.SIG_DFL)
+
+
+@contextmanager
+def stops_cleanly(resume_hint: str) -> Iterator[None]:
+    """Ctrl-C or SIGTERM anywhere in a search, not only between its trials (reading data,
+    training its supernet or distillation teacher, re-measuring its front), ends it as
+    `SearchError` with the command that resumes it: every step before the trials is
+    checkpointed or done again, so the rerun goes on from where it stopped."""
+    try:
+        with sigterm_as_ctrl_c():
+            yield
+    except KeyboardInterrupt:
+        raise SearchError(f"search interrupted; resume with: {resume_hint}") from None
+
+
+@contextmanager
 def interrupt_requested() -> Iterator[threading.Event]:
     """An event that Ctrl-C (SIGINT, also how the service cancels a search) or SIGTERM (`kill`,
     `timeout`, a container or job scheduler stopping the process) sets, besides raising

@@ -129,6 +129,46 @@ def test_ray_local_instance_writes_the_run_format(tmp_path: Path) -> None:
     assert (out / "model_card.json").is_file()
 
 
+def test_sigterm_stops_a_ray_search_as_ctrl_c_does(tmp_path: Path) -> None:
+    """`kill`, `timeout` and schedulers send SIGTERM: Ray's own handler used to abort the
+    driver with a stack trace; now Tune ends its trials, they are queued again, and the one
+    line left says how to resume, which reaches the exact count."""
+    config = write(tmp_path, {"name": "rayterm", "search": {"n_trials": 4}, **LONG_TRIALS})
+    runs = tmp_path / "runs"
+    command = ["search", config, "--backend", "ray", "--runs-dir", runs]
+    stderr = tmp_path / "stderr.txt"
+    with stderr.open("w") as err:
+        driver = subprocess.Popen(cli(*command), cwd=REPO, env=env(), stdout=err, stderr=err)
+    run = runs / "rayterm"
+    table = run / "trials.csv"  # written whole after each trial; no hold on the study's file
+    try:
+        wait_for(
+            lambda: table.is_file() and "COMPLETE" in table.read_text(),
+            FIRST_TRIAL_WAIT,
+            "a first completed trial",
+        )
+        driver.send_signal(signal.SIGTERM)
+        assert driver.wait(timeout=SEARCH_TIMEOUT) == 2, stderr.read_text()
+    finally:
+        driver.kill()
+    text = stderr.read_text()
+    assert "SIGTERM received" not in text and "Tuner.restore" not in text, text
+    last = text.strip().splitlines()[-1]
+    assert last.startswith("error: search interrupted; resume with: nas search"), text
+    assert not (run / "study.db-wal").exists()
+    study = study_of(run)
+    before = {t.number: t.values for t in study.get_trials() if t.state.name == "COMPLETE"}
+    assert 1 <= len(before) < 4
+    assert not [t for t in study.get_trials() if t.state.name == "RUNNING"]
+
+    again = run_cli(*command)
+    assert again.returncode == 0, again.stderr
+    study = study_of(run)
+    check_exact(run, study, 4)
+    after = {t.number: t.values for t in study.get_trials() if t.state.name == "COMPLETE"}
+    assert all(after[n] == v for n, v in before.items()), "finished trials are kept as they were"
+
+
 def test_cluster_places_latency_on_the_device_node(tmp_path: Path, cluster: RayCluster) -> None:
     """Two 1-CPU nodes train; only the head carries device:cpu-ort-fp32, so it measures."""
     # Two at once, long enough that neither node is free before the other has started one.

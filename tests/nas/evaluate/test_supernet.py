@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,7 +17,8 @@ import yaml
 
 from nas.config import load_config
 from search_spaces import get_space
-from tests.conftest import SMALL_CONFIG, SUPERNET_SETTINGS, deep_update, run_cli
+from tests.conftest import REPO, SMALL_CONFIG, SUPERNET_SETTINGS, deep_update, run_cli
+from tests.services import wait_for
 
 SUPERNET_CONFIG = deep_update(
     SMALL_CONFIG,
@@ -227,3 +231,33 @@ def test_a_supernet_search_refuses_what_it_cannot_use(trained: Path, tmp_path: P
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], (changes, proc.stderr)
         assert not (tmp_path / "runs" / f"bad{i}").exists()
+
+
+def test_sigterm_while_the_supernet_trains_stops_with_the_resume_command(tmp_path: Path) -> None:
+    """Before the first trial, a supernet search trains its supernet: SIGTERM (`kill`,
+    `timeout`) there ends it as between trials, with the command that resumes it; the rerun
+    goes on from the epoch checkpoint and searches."""
+    search = search_config(tmp_path, "term", supernet={"epochs": 4}, search={"n_trials": 2})
+    runs = tmp_path / "runs"
+    checkpoint = runs / "term" / "supernet" / "supernet.pt"
+    stderr = tmp_path / "stderr.txt"
+    command = [sys.executable, "-m", "nas.cli", "search", str(search), "--runs-dir", str(runs)]
+    with stderr.open("w") as err:
+        proc = subprocess.Popen(command, cwd=REPO, stdout=err, stderr=err)
+    try:
+        wait_for(checkpoint.is_file, 300, "the first epoch's checkpoint")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 2, stderr.read_text()
+    finally:
+        proc.kill()
+    last = stderr.read_text().strip().splitlines()[-1]
+    hint = f"nas search {search} --name term --runs-dir {runs}"
+    assert last == f"error: search interrupted; resume with: {hint}", last
+    assert not (checkpoint.parent / "supernet.json").exists()  # written once it is trained
+    assert not (runs / "term" / "trials.csv").exists()
+
+    again = run_cli("search", search, "--runs-dir", runs)
+    assert again.returncode == 0, again.stderr
+    record = json.loads((checkpoint.parent / "supernet.json").read_text())
+    assert len(record["history"]["largest_accuracy"]) == 4
+    assert len(pd.read_csv(runs / "term" / "trials.csv")) == 2
