@@ -116,6 +116,7 @@ def test_ray_local_instance_writes_the_run_format(tmp_path: Path) -> None:
     for name in ("config.yaml", "study.db", "trials.csv", "pareto.csv", "pareto.html"):
         assert (run / name).is_file(), name
     assert (run / "supernet" / "supernet.json").is_file()
+    assert not (run / "study.db-wal").exists(), "the driver closes the study whole"
     study = study_of(run)
     check_exact(run, study, 3)
     assert {t.user_attrs["accuracy_source"] for t in study.get_trials()} == {"supernet"}
