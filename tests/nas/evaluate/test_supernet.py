@@ -237,7 +237,8 @@ def test_sigterm_while_the_supernet_trains_stops_with_the_resume_command(tmp_pat
     """Before the first trial, a supernet search trains its supernet: SIGTERM (`kill`,
     `timeout`) there ends it as between trials, with the command that resumes it; the rerun
     goes on from the epoch checkpoint and searches."""
-    search = search_config(tmp_path, "term", supernet={"epochs": 4}, search={"n_trials": 2})
+    # An epoch of 300 images takes about a second: nine more leave the signal time to land.
+    search = search_config(tmp_path, "term", supernet={"epochs": 10}, search={"n_trials": 2})
     runs = tmp_path / "runs"
     checkpoint = runs / "term" / "supernet" / "supernet.pt"
     stderr = tmp_path / "stderr.txt"
@@ -245,7 +246,7 @@ def test_sigterm_while_the_supernet_trains_stops_with_the_resume_command(tmp_pat
     with stderr.open("w") as err:
         proc = subprocess.Popen(command, cwd=REPO, stdout=err, stderr=err)
     try:
-        wait_for(checkpoint.is_file, 300, "the first epoch's checkpoint")
+        wait_for(checkpoint.is_file, 300, "the first epoch's checkpoint", interval=0.05)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=120) == 2, stderr.read_text()
     finally:
@@ -259,5 +260,5 @@ def test_sigterm_while_the_supernet_trains_stops_with_the_resume_command(tmp_pat
     again = run_cli("search", search, "--runs-dir", runs)
     assert again.returncode == 0, again.stderr
     record = json.loads((checkpoint.parent / "supernet.json").read_text())
-    assert len(record["history"]["largest_accuracy"]) == 4
+    assert len(record["history"]["largest_accuracy"]) == 10
     assert len(pd.read_csv(runs / "term" / "trials.csv")) == 2
