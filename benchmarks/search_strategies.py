@@ -48,14 +48,15 @@ from nas.config import parse_config
 from nas.evaluate.pool import foresight
 from nas.evaluate.tabular import BenchmarkTable, TableLatency
 from nas.pareto import hypervolume_2d, non_dominated_mask
-from nas.search.study import DIRECTIONS, distributions, make_sampler
+from nas.search.samplers import get_sampler, list_samplers, make_sampler
+from nas.search.study import DIRECTIONS, distributions
 from search_spaces.nb201 import NB201Space
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TABLE = REPO.parent / "shared" / "bench" / "nb201" / "nb201.csv.gz"
 DEFAULT_CACHE = REPO / "runs" / "benchmarks" / "search_strategies.csv"
-SAMPLERS = ("random", "nsga2", "tpe", "gp", "ehvi")
-OPTUNA = ("random", "nsga2", "tpe", "gp")
+SAMPLERS = tuple(list_samplers())
+OPTUNA = tuple(s for s in SAMPLERS if get_sampler(s).optuna)  # the rivals of ours
 QUANTILES = (0.10, 0.25, 0.50, 0.75)
 ACCURACY = "CIFAR10_test_acc"
 MAX_ASKS_PER_BUDGET = 20  # a sampler that keeps repeating itself is stopped here
@@ -119,7 +120,7 @@ def search(
     )
     ahead = foresight(config, space, REPO / "runs", TableLatency(space, table))
     dists = distributions(space.dimensions())
-    sampler_ = make_sampler(config, seed, ahead, dists)
+    sampler_ = make_sampler(config.search, seed, ahead, dists)
     study = optuna.create_study(directions=DIRECTIONS, sampler=sampler_)
     order: list[int] = []
     seen: set[int] = set()

@@ -397,8 +397,12 @@ class SupernetConfig(StrictModel):
         return base.model_copy(update={"bn_recalibration_batches": self.bn_recalibration_batches})
 
 
+# The names of `nas.search.samplers`' registry, which builds each (a test holds the two equal).
+SamplerName = Literal["nsga2", "tpe", "random", "gp", "ehvi"]
+
+
 class SearchConfig(StrictModel):
-    sampler: Literal["nsga2", "tpe", "random", "gp", "ehvi"] = Field(
+    sampler: SamplerName = Field(
         "nsga2",
         description="nsga2, tpe (multivariate), random, gp (Optuna's GPSampler), ehvi (ours: "
         "latency-aware expected hypervolume improvement)",

@@ -43,7 +43,7 @@ from nas.record import (
 )
 from nas.run import Run
 from nas.search.early_stopping import Checkpoint, ParetoSuccessiveHalving
-from nas.search.ehvi import EHVISampler
+from nas.search.samplers import make_sampler
 from nas.storage import fail_interrupted, open_storage
 from search_spaces.base import Dimension
 
@@ -72,54 +72,6 @@ def distributions(dims: tuple[Dimension, ...]) -> dict[str, BaseDistribution]:
     return {d.name: to_distribution(d) for d in dims}
 
 
-def make_sampler(
-    config: RunConfig,
-    seed: int,
-    foresight: Foresight | None = None,
-    search_space: dict[str, BaseDistribution] | None = None,
-) -> optuna.samplers.BaseSampler:
-    """The configured sampler. NSGA-II, TPE and GP read constraints that trials set themselves.
-
-    Args:
-        config: The run's config.
-        seed: The sampler's seed.
-        foresight: What the ehvi sampler may know of untried candidates: their latency and
-            surrogate features (see `nas.evaluate.pool`).
-        search_space: The distributions every trial asks for (the ehvi sampler's pool).
-    """
-    cfg = config.search
-    if cfg.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(population_size=cfg.population_size, seed=seed)
-    if cfg.sampler == "tpe":
-        return optuna.samplers.TPESampler(
-            n_startup_trials=cfg.n_startup_trials, seed=seed, multivariate=True
-        )
-    if cfg.sampler == "gp":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.GPSampler(
-                n_startup_trials=cfg.n_startup_trials, seed=seed, constraints_func=_constraints
-            )
-    if cfg.sampler == "ehvi":
-        foresight = foresight or Foresight()
-        return EHVISampler(
-            latency_of=foresight.latency_of,
-            features=foresight.features,
-            search_space=search_space,
-            seed=seed,
-            n_startup_trials=cfg.ehvi.n_startup_trials,
-            pool_size=cfg.ehvi.pool_size,
-            refit_every=cfg.ehvi.refit_every,
-            budget_sweep=cfg.ehvi.budget_sweep,
-            max_latency_ms=cfg.constraints.max_latency_ms,
-        )
-    return optuna.samplers.RandomSampler(seed=seed)
-
-
-def _constraints(trial: FrozenTrial) -> list[float]:
-    return list(trial.constraints.values())
-
-
 def open_study(
     run: Run,
     config: RunConfig,
@@ -142,7 +94,7 @@ def open_study(
         load_if_exists=True,
     )
     seed = config.seed + len(study.get_trials(False)) + (os.getpid() if shared else 0)
-    study.sampler = make_sampler(config, seed % 2**31, foresight, search_space)
+    study.sampler = make_sampler(config.search, seed % 2**31, foresight, search_space)
     if study.metric_names is None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
