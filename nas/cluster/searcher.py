@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -74,9 +75,27 @@ class StudySearch(OptunaSearch):
         return study
 
     def __getstate__(self) -> dict[str, Any]:
-        # Tune pickles its searcher into the experiment folder for `Tuner.restore`; a run
-        # resumes from its study instead, and the storage's connections do not pickle.
+        # A run resumes from its study, never from a copy of this searcher: the storage's
+        # connections and some samplers (Optuna 5.1's NSGA-II holds a lock) do not pickle.
         return {}
+
+    def save(self, checkpoint_path: str) -> None:
+        """What Tune's experiment checkpoint keeps of this searcher: where its state is.
+
+        `OptunaSearch.save` pickles the searcher whole, sampler included, and a sampler that
+        does not pickle ended the search; the study in the run's storage already holds every
+        trial, and `nas search` resumes from it, so only its name is written.
+        """
+        # Tune writes this to a temporary name and renames it into place.
+        Path(checkpoint_path).write_text(
+            json.dumps({"study": self.study.study_name, "resume": "rerun `nas search`"})
+        )
+
+    def restore(self, checkpoint_path: str) -> None:
+        raise SearchError(
+            "a Ray search resumes from its study, not from Tune's experiment folder: rerun "
+            "the `nas search` command that started it"
+        )
 
     def running(self) -> list[int]:
         """Storage ids of this searcher's trials that have not been told yet."""
