@@ -15,12 +15,16 @@ is exact however many workers there are.
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -97,6 +101,41 @@ def stops_cleanly(resume_hint: str) -> Iterator[None]:
             yield
     except KeyboardInterrupt:
         raise SearchError(f"search interrupted; resume with: {resume_hint}") from None
+
+
+@contextmanager
+def fails_in_one_line(run: Run, resume_hint: str) -> Iterator[None]:
+    """A failure that is not the user's (a bug, a library's error, a cluster that went away)
+    ends the search as `SearchError`: one line with its cause, where its traceback went, and the
+    command that resumes (finished trials are in the study). The traceback goes to the run's
+    search.log, or, while the run has no config yet (a folder holding only a log would be refused
+    as not a run), to a file in the temporary directory."""
+    try:
+        yield
+    except NASError:
+        raise
+    except Exception as e:
+        where = _write_traceback(run, e)
+        cause = f"{type(e).__name__}: {e}".strip().splitlines()[0]
+        if len(cause) > 300:
+            cause = cause[:297] + "..."
+        raise SearchError(
+            f"search failed: {cause} (traceback in {where}); resume with: {resume_hint}"
+        ) from e
+
+
+def _write_traceback(run: Run, error: Exception) -> Path:
+    text = "".join(traceback.format_exception(error))
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    entry = f"{stamp} ERROR nas.search: the search failed\n{text}"
+    if run.config_path.is_file():
+        with run.log_path.open("a", encoding="utf-8") as f:
+            f.write(entry)
+        return run.log_path
+    fd, name = tempfile.mkstemp(prefix=f"nas-search-{run.name}-", suffix=".log")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(entry)
+    return Path(name)
 
 
 @contextmanager

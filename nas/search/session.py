@@ -39,7 +39,7 @@ from nas.progress import SearchReporter
 from nas.report.plots import write_plot
 from nas.report.tables import front_frame, trials_frame, write_tables
 from nas.run import DEFAULT_RUNS_DIR, Run
-from nas.search.loop import SearchLoop, stops_cleanly
+from nas.search.loop import SearchLoop, fails_in_one_line, stops_cleanly
 from nas.storage import check_storage, close_storage
 from nas.train.data import ImageDataset, ProxySplits, load_dataset, make_splits
 from nas.train.distillation import Teacher, check_teacher
@@ -410,7 +410,7 @@ def _run(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if config.training.threads is not None:
         torch.set_num_threads(config.training.threads)
-    with stops_cleanly(hint), run.lock(shared=shared):
+    with fails_in_one_line(run, hint), stops_cleanly(hint), run.lock(shared=shared):
         if write_config:
             write_atomic(run.config_path, config.to_yaml())
         with logging_to(run):
