@@ -41,6 +41,7 @@ from nas.report.plots import pareto_figure, write_plot
 from nas.report.progress import Progress
 from nas.report.tables import front_frame, trial_record, trials_frame, write_tables
 from nas.run import DEFAULT_RUNS_DIR, Run
+from nas.search.loop import fails_in_one_line
 from nas.search.session import (
     SearchOptions,
     SearchResult,
@@ -109,13 +110,14 @@ __all__ = [
 def search(options: SearchOptions, reporter: SearchReporter | None = None) -> SearchResult:
     """Run (or resume) the search `options` describe, here or on a Ray cluster."""
     config = options.resolve()
-    if options.backend == "ray":
-        ray_environment(options.address)
-        # Ray is an optional extra, imported only here and only after its environment is set.
-        from nas.cluster.driver import ray_search
+    with fails_in_one_line(Run(Path(options.runs_dir) / config.name), options.resume_hint(config)):
+        if options.backend == "ray":
+            ray_environment(options.address)
+            # Ray is an optional extra, imported only here and only after its environment is set.
+            from nas.cluster.driver import ray_search
 
-        return ray_search(options, config, reporter)
-    return search_here(options, config, reporter)
+            return ray_search(options, config, reporter)
+        return search_here(options, config, reporter)
 
 
 def search_config(
@@ -141,7 +143,8 @@ def check_search(config: RunConfig, runs_dir: Path, *, source: str, here: bool =
 
 def worker(options: WorkerOptions, reporter: SearchReporter | None = None) -> SearchResult:
     """Work on an existing run's study beside other workers until it has its trials."""
-    return work(options, reporter)
+    with fails_in_one_line(Run(Path(options.run_dir)), options.resume_hint()):
+        return work(options, reporter)
 
 
 def pareto(run_dir: Path, *, plot: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -49,7 +49,7 @@ from nas.progress import NullReporter, SearchReporter
 from nas.report.plots import write_plot
 from nas.report.tables import front_frame, trials_frame, write_tables
 from nas.run import Run
-from nas.search.loop import fails_in_one_line, stops_cleanly
+from nas.search.loop import stops_cleanly
 from nas.search.session import (
     SearchOptions,
     SearchResult,
@@ -85,27 +85,26 @@ def ray_search(
     check_seeds(config, space, compression_space(config.compression, space), source)
     run = Run.check(runs_dir, config)
     check_storage(config.cluster, run.root)
+    connect(options.address, config)
     hint = options.resume_hint(config)
-    with fails_in_one_line(run, hint):
-        connect(options.address, config)
-        # After `connect`: Ray's own SIGTERM handler, which it installs there, aborts with a
-        # stack trace and leaves the study as a SIGKILL would.
-        try:
-            with stops_cleanly(hint):
-                measure = check_device(config, options.address, space, runs_dir)
-                used = config if measure else predicted(config)
-                meters = start_meters(used) if measure and needs_device(used) else []
-                session = prepare(used, runs_dir, backend=measuring_on(meters), source=source)
-                with run.lock():
-                    write_atomic(run.config_path, config.to_yaml())
-                    with logging_to(run):
-                        driver = _Driver(run, config, session, reporter or NullReporter())
-                        try:
-                            return driver.drive(meters, hint, runs_dir)
-                        finally:
-                            close_storage(driver.study)
-        finally:
-            ray.shutdown()
+    # After `connect`: Ray's own SIGTERM handler, which it installs there, aborts with a
+    # stack trace and leaves the study as a SIGKILL would.
+    try:
+        with stops_cleanly(hint):
+            measure = check_device(config, options.address, space, runs_dir)
+            used = config if measure else predicted(config)
+            meters = start_meters(used) if measure and needs_device(used) else []
+            session = prepare(used, runs_dir, backend=measuring_on(meters), source=source)
+            with run.lock():
+                write_atomic(run.config_path, config.to_yaml())
+                with logging_to(run):
+                    driver = _Driver(run, config, session, reporter or NullReporter())
+                    try:
+                        return driver.drive(meters, hint, runs_dir)
+                    finally:
+                        close_storage(driver.study)
+    finally:
+        ray.shutdown()
 
 
 @dataclass

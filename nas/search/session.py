@@ -39,7 +39,7 @@ from nas.progress import SearchReporter
 from nas.report.plots import write_plot
 from nas.report.tables import front_frame, trials_frame, write_tables
 from nas.run import DEFAULT_RUNS_DIR, Run
-from nas.search.loop import SearchLoop, fails_in_one_line, stops_cleanly
+from nas.search.loop import SearchLoop, stops_cleanly
 from nas.storage import check_storage, close_storage
 from nas.train.data import ImageDataset, ProxySplits, load_dataset, make_splits
 from nas.train.distillation import Teacher, check_teacher
@@ -108,6 +108,10 @@ class WorkerOptions:
     run_dir: Path
     n_trials: int | None = None
     timeout: float | None = None
+
+    def resume_hint(self) -> str:
+        """The command that resumes this worker."""
+        return _hint(["nas", "worker", str(self.run_dir)], DEFAULT_RUNS_DIR, self.n_trials)
 
 
 def _hint(command: list[str], runs_dir: Path, n_trials: int | None) -> str:
@@ -393,8 +397,7 @@ def work(options: WorkerOptions, reporter: SearchReporter | None) -> SearchResul
     run = Run.open(options.run_dir)
     config = run.config().with_overrides(n_trials=options.n_trials, timeout=options.timeout)
     session = prepare(config, run.root.parent, source=str(run.config_path))
-    hint = _hint(["nas", "worker", str(options.run_dir)], DEFAULT_RUNS_DIR, options.n_trials)
-    return _run(run, session, hint, reporter, shared=True, write_config=False)
+    return _run(run, session, options.resume_hint(), reporter, shared=True, write_config=False)
 
 
 def _run(
@@ -410,7 +413,7 @@ def _run(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if config.training.threads is not None:
         torch.set_num_threads(config.training.threads)
-    with fails_in_one_line(run, hint), stops_cleanly(hint), run.lock(shared=shared):
+    with stops_cleanly(hint), run.lock(shared=shared):
         if write_config:
             write_atomic(run.config_path, config.to_yaml())
         with logging_to(run):

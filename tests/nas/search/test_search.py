@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import optuna
@@ -18,7 +19,7 @@ import yaml
 from nas import api
 from nas.errors import RunError, SearchError
 from nas.evaluate.evaluator import Evaluator
-from tests.conftest import REPO, SMALL_CONFIG, deep_update
+from tests.conftest import REPO, SMALL_CONFIG, deep_update, run_cli
 from tests.services import interruptible, wait_for
 
 
@@ -293,3 +294,39 @@ def test_second_search_on_a_busy_run_is_refused(tmp_path: Path) -> None:
     first.communicate(timeout=600)
     assert second.returncode == 2 and "in use by another `nas search`" in err
     assert first.returncode == 0
+
+
+def test_a_failure_outside_the_input_ends_in_one_line(write_config, tmp_path: Path) -> None:
+    """The run's table cannot be written (a folder stands where trials.csv goes): one line
+    with the cause, the log that holds the traceback and the command that resumes; after the
+    fix, that command finishes with the trials done before kept."""
+    config, runs = write_config({"search": {"n_trials": 1}}), tmp_path / "runs"
+    assert run_cli("search", config, "--runs-dir", runs).returncode == 0
+    run = runs / "small"
+    (run / "trials.csv").unlink()
+    (run / "trials.csv").mkdir()
+    proc = run_cli("search", config, "--trials", 2, "--runs-dir", runs)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert "search failed: IsADirectoryError" in line
+    assert f"traceback in {run / 'search.log'}" in line
+    resume = line.split("resume with: ", 1)[1]
+    assert resume == f"nas search {config} --name small --trials 2 --runs-dir {runs}"
+    assert "Traceback (most recent call last)" in (run / "search.log").read_text()
+    (run / "trials.csv").rmdir()
+    assert run_cli("search", config, "--trials", 2, "--runs-dir", runs).returncode == 0
+    assert [t.state.name for t in _study(run).get_trials()] == ["COMPLETE", "COMPLETE"]
+
+
+def test_a_failure_before_the_run_exists_leaves_no_folder(write_config, tmp_path: Path) -> None:
+    """Failing before anything of the run is written: the traceback goes to a temporary file,
+    and the run's name stays free for the rerun."""
+    config, runs = write_config(), tmp_path / "runs"
+    runs.write_text("a file where the runs folder goes")
+    proc = run_cli("search", config, "--runs-dir", runs)
+    assert proc.returncode == 2, proc.stderr
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    where = Path(line.split("traceback in ", 1)[1].split(")", 1)[0])
+    assert where.parent == Path(tempfile.gettempdir()) and "Traceback" in where.read_text()
+    where.unlink()
