@@ -14,18 +14,25 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import optuna
 import pandas as pd
 import pytest
 import yaml
 
-from nas.storage import is_finished
 from tests.conftest import REPO, SMALL_CONFIG, SUPERNET_SETTINGS, deep_update, run_cli
+from tests.searches import (
+    SEARCH_TIMEOUT,
+    check_exact,
+    cli,
+    env,
+    finished,
+    in_cluster,
+    ray_search,
+    study_of,
+)
 from tests.services import Postgres, RayCluster, netns_available, trial_states, wait_for
 
 pytestmark = [
@@ -34,10 +41,7 @@ pytestmark = [
 
 # Trials long enough to be killed in the middle (several seconds of training each).
 LONG_TRIALS = {"data": {"train_size": 1400}, "training": {"epochs": 5}}
-# Upper bounds only, far above the usual (a search here takes 1-3 min): beside the other test
-# process and a busy host, trials on the 1-CPU nodes have run 6x slower than alone.
-SEARCH_TIMEOUT = 1200
-FIRST_TRIAL_WAIT = 600  # the same, for a search's first trial
+FIRST_TRIAL_WAIT = 600  # as SEARCH_TIMEOUT, for a search's first trial
 
 
 def write(tmp_path: Path, changes: dict[str, Any], name: str = "config.yaml") -> Path:
@@ -46,70 +50,18 @@ def write(tmp_path: Path, changes: dict[str, Any], name: str = "config.yaml") ->
     return path
 
 
-def cli(*args: Any) -> list[str]:
-    return [sys.executable, "-m", "nas.cli", *map(str, args)]
-
-
-def env() -> dict[str, str]:
-    return {**os.environ, "COLUMNS": "200", "PYTHONWARNINGS": "ignore"}
-
-
-def in_cluster(
-    cluster: RayCluster, *args: Any, timeout: float = SEARCH_TIMEOUT
-) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*cluster.prefix(), *cli(*args)],
-        cwd=REPO,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def ray_search(cluster: RayCluster, config: Path, runs: Path) -> list[str]:
-    """`nas search` of `config` on the cluster, as arguments of the CLI."""
-    return ["search", config, "--backend", "ray", "--address", cluster.address, "--runs-dir", runs]
-
-
 def search_on(cluster: RayCluster, config: Path, runs: Path) -> subprocess.CompletedProcess:
     return in_cluster(cluster, *ray_search(cluster, config, runs))
-
-
-def study_of(run_dir: Path, storage: str | None = None) -> optuna.Study:
-    return optuna.load_study(
-        study_name=None, storage=storage or f"sqlite:///{run_dir / 'study.db'}"
-    )
-
-
-def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Trials that count toward the target (as the search counts them)."""
-    return [t for t in study.get_trials() if is_finished(t)]
-
-
-def check_exact(run_dir: Path, study: optuna.Study, target: int) -> None:
-    """Exactly `target` finished trials, none left running, each with its weights and row."""
-    done = finished(study)
-    assert len(done) == target
-    assert not [t for t in study.get_trials() if t.state.name == "RUNNING"]
-    numbers = [t.number for t in done]
-    assert len(set(numbers)) == len(numbers)
-    for t in done:
-        if t.state.name == "COMPLETE" and "duplicate_of" not in t.user_attrs:
-            assert (run_dir / "trials" / f"{t.number:05d}" / "weights.pt").is_file()
-    rows = pd.read_csv(run_dir / "trials.csv")
-    assert sorted(rows[rows["state"] == "COMPLETE"]["number"]) == sorted(
-        t.number for t in done if t.state.name == "COMPLETE"
-    )
 
 
 # Ray Tune backend
 
 
 def test_ray_local_instance_writes_the_run_format(tmp_path: Path) -> None:
-    """A supernet search: the driver trains the supernet once, trials score with its weights."""
-    config = write(tmp_path, {**SUPERNET_SETTINGS, "name": "raylocal"})
+    """A supernet search with the default sampler (NSGA-II, which does not pickle in Optuna
+    5.1): the driver trains the supernet once, trials score with its weights."""
+    default_sampler = {"sampler": "nsga2", "population_size": 2}
+    config = write(tmp_path, {**SUPERNET_SETTINGS, "name": "raylocal", "search": default_sampler})
     proc = run_cli("search", config, "--backend", "ray", "--runs-dir", tmp_path / "runs")
     assert proc.returncode == 0, proc.stderr
     run = tmp_path / "runs" / "raylocal"
