@@ -5,14 +5,18 @@
 #     and the tests that start a server of their own;
 #   - Chromium and its WebDriver (Debian's chromium, chromium-driver), for the web UI's tests;
 #   - Prometheus (Debian's prometheus), for the serving tests that scrape a deployment;
-#   - a virtual environment in .venv with the project and its dev tools installed, and Syne Tune
-#     (for the early-stopping replay benchmark)
-#     (reinstalled when pyproject.toml or this file changes).
+#   - a virtual environment in .venv with the project, its extras and dev tools, and Syne Tune (for
+#     the early-stopping replay benchmark), at the exact versions of requirements/lock.txt, the
+#     versions the project was tested with (reinstalled when the lock, pyproject.toml or this file
+#     changes; scripts/lock regenerates the lock).
 # Sourced by scripts/quickstart and scripts/test.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
+LOCK="$ROOT/requirements/lock.txt"
+# The project's extras installed here; scripts/lock pins the same ones.
+PROJECT_EXTRAS="dev,openvino,cluster,service,serving"
 
 APT_PACKAGES=()
 if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
@@ -61,15 +65,19 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 
-STAMP="$VENV/.installed-$(cat "$ROOT/pyproject.toml" "$ROOT/scripts/env.sh" | sha256sum | cut -c1-16)"
+STAMP="$VENV/.installed-$(cat "$ROOT/pyproject.toml" "$ROOT/scripts/env.sh" "$LOCK" \
+  "$ROOT/requirements/setup.in" | sha256sum | cut -c1-16)"
 if [ ! -f "$STAMP" ]; then
-  echo "==> installing the project into $VENV (torch takes about 2 minutes)" >&2
-  "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -e "$ROOT[dev,openvino,cluster,service,serving]"
+  echo "==> installing the project into $VENV from $LOCK (torch takes about 2 minutes)" >&2
+  # Every install is constrained by the lock: what it pins is installed at exactly that version.
+  # pip, the build backend and dill first (requirements/setup.in); the project is then built
+  # with that setuptools rather than the newest one in an isolated build environment.
+  "$VENV/bin/python" -m pip install -q -c "$LOCK" -r "$ROOT/requirements/setup.in"
+  "$VENV/bin/python" -m pip install -q -c "$LOCK" --no-build-isolation \
+    -e "$ROOT[$PROJECT_EXTRAS]"
   # Syne Tune's MOASHA, the early-stopping replay's competitor (benchmarks/early_stopping_replay.py),
   # used as a library. Without its declared dependencies (xgboost, statsmodels, ...): they serve
   # parts of Syne Tune the replay does not import (pip may note them as missing on a reinstall).
-  "$VENV/bin/python" -m pip install -q "dill>=0.3"
   "$VENV/bin/python" -m pip install -q --no-deps "syne-tune==0.16.0"
   rm -f "$VENV"/.installed-*
   touch "$STAMP"
