@@ -54,14 +54,12 @@ class SamplerSpec:
     Attributes:
         name: The value of `search.sampler` that selects it.
         build: Makes a fresh sampler from the run's settings.
-        description: One line for listings and errors.
         optuna: One of Optuna's own samplers (the rivals the strategy benchmark compares ours
             with), rather than one of this project's.
     """
 
     name: str
     build: Callable[[SamplerContext], BaseSampler]
-    description: str
     optuna: bool
 
 
@@ -152,20 +150,10 @@ def _ehvi(c: SamplerContext) -> BaseSampler:
     )
 
 
-# NSGA-II, TPE and GP read the constraints each trial sets on itself (`tell_outcome`).
-register_sampler(
-    SamplerSpec("nsga2", _nsga2, "Optuna's NSGA-II (the default); population_size", True)
-)
-register_sampler(
-    SamplerSpec("tpe", _tpe, "Optuna's multivariate TPE; n_startup_trials random first", True)
-)
-register_sampler(SamplerSpec("random", _random, "uniform random draws", True))
-register_sampler(SamplerSpec("gp", _gp, "Optuna's GPSampler; n_startup_trials random first", True))
-register_sampler(
-    SamplerSpec(
-        "ehvi",
-        _ehvi,
-        "ours: latency-aware expected hypervolume improvement (search.ehvi)",
-        False,
-    )
-)
+# NSGA-II (the default), TPE and GP read the constraints each trial sets on itself
+# (`nas.search.study.tell_outcome`); ehvi is told the latency limit.
+register_sampler(SamplerSpec("nsga2", _nsga2, optuna=True))
+register_sampler(SamplerSpec("tpe", _tpe, optuna=True))
+register_sampler(SamplerSpec("random", _random, optuna=True))
+register_sampler(SamplerSpec("gp", _gp, optuna=True))
+register_sampler(SamplerSpec("ehvi", _ehvi, optuna=False))
