@@ -4,6 +4,7 @@ pyproject.toml's ranges, and this environment was installed from it."""
 from __future__ import annotations
 
 import re
+import sysconfig
 import tomllib
 from importlib import metadata
 
@@ -53,10 +54,15 @@ def test_the_lock_pins_every_requirement_within_its_range() -> None:
 
 
 def test_this_environment_was_installed_from_the_lock() -> None:
+    """The packages in this environment's site-packages (not copies vendored inside one, such
+    as setuptools', which it puts on sys.path once imported)."""
     pins = locked()
-    different = {}
-    for dist in metadata.distributions():
-        name = canonicalize_name(dist.metadata["Name"])
-        if name in pins and dist.version != pins[name]:
-            different[name] = (dist.version, pins[name])
+    installed = {
+        canonicalize_name(d.metadata["Name"]): d.version
+        for d in metadata.distributions(
+            path=sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+        )
+    }
+    assert not set(pins) - set(installed), "locked but not installed"
+    different = {n: (installed[n], v) for n, v in pins.items() if installed[n] != v}
     assert not different, f"installed (version, locked version): {different}"
