@@ -5,9 +5,7 @@ covered by registering it."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import get_args
 
@@ -19,7 +17,7 @@ from nas.config import SamplerName, parse_config
 from nas.errors import ConfigError
 from nas.search.samplers import get_sampler, list_samplers, make_sampler
 from tests.conftest import REPO, SMALL_CONFIG, deep_update
-from tests.searches import check_clean_finish, check_sampler_run, sampler_config
+from tests.searches import check_clean_finish, check_sampler_run, cli, env, sampler_config
 
 SAMPLERS = list_samplers()
 
@@ -63,10 +61,9 @@ def test_sampler_on_shared_storage_workers(tmp_path: Path, sampler: str) -> None
     config, runs = write(tmp_path, sampler, "workers"), tmp_path / "runs"
     search(config, runs, 1)
     run = runs / "workers"
-    command = [sys.executable, "-m", "nas.cli", "worker", str(run), "--trials", "3"]
-    env = {**os.environ, "COLUMNS": "200", "PYTHONWARNINGS": "ignore"}
+    command = cli("worker", run, "--trials", 3)
     pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
-    workers = [subprocess.Popen(command, cwd=REPO, env=env, **pipes) for _ in range(2)]
+    workers = [subprocess.Popen(command, cwd=REPO, env=env(), **pipes) for _ in range(2)]
     for w in workers:
         out, err = w.communicate(timeout=600)
         check_clean_finish(subprocess.CompletedProcess(command, w.returncode, out, err))
