@@ -14,7 +14,7 @@ import pandas as pd
 import yaml
 
 from nas.storage import is_finished
-from tests.conftest import REPO
+from tests.conftest import REPO, SMALL_CONFIG, deep_update
 from tests.services import RayCluster
 
 # Upper bounds only, far above the usual (a search here takes 1-3 min): beside the other test
@@ -76,11 +76,11 @@ def check_exact(run_dir: Path, study: optuna.Study, target: int) -> None:
     )
 
 
-def sampler_config(sampler: str, name: str) -> dict[str, Any]:
-    """SMALL_CONFIG's changes for the smallest search in which `sampler` proposes candidates
-    of its own: its startup (random) phase, or NSGA-II's first generation, ends after one or
-    two trials, so a search of 3 trials reaches every sampler's model."""
-    return {
+def write_sampler_config(folder: Path, sampler: str, name: str) -> Path:
+    """FOLDER/NAME.yaml, run NAME: SMALL_CONFIG as the smallest search in which `sampler`
+    proposes candidates of its own: its startup (random) phase, or NSGA-II's first generation,
+    ends after one or two trials, so a search of 3 trials reaches every sampler's model."""
+    changes = {
         "name": name,
         "data": {"train_size": 200, "val_size": 100},
         "latency": {"warmup": 1, "repeats": 3},
@@ -92,6 +92,9 @@ def sampler_config(sampler: str, name: str) -> dict[str, Any]:
             "ehvi": {"n_startup_trials": 1, "pool_size": 16, "refit_every": 1},
         },
     }
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(deep_update(SMALL_CONFIG, changes)))
+    return path
 
 
 def check_clean_finish(proc: subprocess.CompletedProcess[str]) -> None:

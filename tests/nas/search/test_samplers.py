@@ -10,14 +10,13 @@ from pathlib import Path
 from typing import get_args
 
 import pytest
-import yaml
 
 from nas import api
 from nas.config import SamplerName, parse_config
 from nas.errors import ConfigError
 from nas.search.samplers import get_sampler, list_samplers, make_sampler
 from tests.conftest import REPO, SMALL_CONFIG, deep_update
-from tests.searches import check_clean_finish, check_sampler_run, cli, env, sampler_config
+from tests.searches import check_clean_finish, check_sampler_run, cli, env, write_sampler_config
 
 SAMPLERS = list_samplers()
 
@@ -33,12 +32,6 @@ def test_the_config_accepts_exactly_the_registered_samplers() -> None:
         get_sampler("cmaes")
 
 
-def write(tmp_path: Path, sampler: str, name: str) -> Path:
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(deep_update(SMALL_CONFIG, sampler_config(sampler, name))))
-    return path
-
-
 def search(config: Path, runs: Path, trials: int) -> None:
     """The local loop, in this process (as `nas search CONFIG --trials N` runs it)."""
     result = api.search(api.SearchOptions(config=config, runs_dir=runs, n_trials=trials))
@@ -47,7 +40,7 @@ def search(config: Path, runs: Path, trials: int) -> None:
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_sampler_in_process_reaches_its_count_and_resumes(tmp_path: Path, sampler: str) -> None:
-    config, runs = write(tmp_path, sampler, "local"), tmp_path / "runs"
+    config, runs = write_sampler_config(tmp_path, sampler, "local"), tmp_path / "runs"
     search(config, runs, 2)
     check_sampler_run(runs / "local", sampler, 2)
     search(config, runs, 3)
@@ -58,7 +51,7 @@ def test_sampler_in_process_reaches_its_count_and_resumes(tmp_path: Path, sample
 def test_sampler_on_shared_storage_workers(tmp_path: Path, sampler: str) -> None:
     """A search starts the run; two `nas worker` processes on its study take it to 3 trials
     together."""
-    config, runs = write(tmp_path, sampler, "workers"), tmp_path / "runs"
+    config, runs = write_sampler_config(tmp_path, sampler, "workers"), tmp_path / "runs"
     search(config, runs, 1)
     run = runs / "workers"
     command = cli("worker", run, "--trials", 3)
